@@ -1,0 +1,56 @@
+# Everything a fresh clone needs: `make run` starts the whole system, `make test` runs every test.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+UV_VERSION := 0.13.9
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+export UV_LINK_MODE := copy
+
+.PHONY: run test test-unit test-integration test-e2e test-infra lint typecheck bench install clean
+
+install: $(VENV)/.installed node_modules/.installed
+
+# The virtualenv is rebuilt from the lock file whenever the lock or pyproject changes.
+$(VENV)/.installed: uv.lock pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "Python >= 3.11 is required (set PYTHON=...)"; exit 1; }
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python >= 3.11 is required, found $$($(PYTHON) --version)"; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+	$(BIN)/uv sync --frozen --inexact --all-extras --all-groups --python $(BIN)/python
+	@touch $@
+
+node_modules/.installed: package-lock.json package.json
+	@command -v node >/dev/null || { echo "Node.js >= 20 is required for the local SQS emulator (fauxqs); install it and retry"; exit 1; }
+	@node -e 'process.exit(Number(process.versions.node.split(".")[0]) < 20 ? 1 : 0)' || { echo "Node.js >= 20 is required, found $$(node --version)"; exit 1; }
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+run: install
+	$(BIN)/txoutbox up
+
+test: install
+	$(BIN)/python -m pytest -p no:cacheprovider -n 2 --dist loadgroup tests
+
+test-unit: install
+	$(BIN)/python -m pytest tests/unit
+
+test-integration: install
+	$(BIN)/python -m pytest -n 2 tests/integration
+
+test-e2e: install
+	$(BIN)/python -m pytest tests/e2e
+
+test-infra: install
+	$(BIN)/python -m pytest tests/infra
+
+lint: install
+	$(BIN)/ruff check src tests infra benchmarks
+	$(BIN)/ruff format --check src tests infra benchmarks
+	$(BIN)/mypy
+
+bench: install
+	$(BIN)/python -m benchmarks
+
+clean:
+	rm -rf $(VENV) node_modules .txoutbox .pytest_cache .mypy_cache .ruff_cache

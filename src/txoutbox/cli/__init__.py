@@ -1,0 +1,1 @@
+"""The `txoutbox` command line."""
