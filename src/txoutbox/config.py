@@ -1,0 +1,182 @@
+"""Settings, read once from the environment.
+
+With no configuration every command talks to the local stack that `txoutbox up` runs: `up` writes the
+addresses of its PostgreSQL and SQS into `$TXOUTBOX_HOME/stack.json` (default `.txoutbox/`). Setting
+`DATABASE_URL` (or libpq's own `PGHOST` & co.) and `SQS_QUEUE_URL` points everything at real infrastructure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from txoutbox.errors import ConfigurationError
+
+DEFAULT_REGION = "eu-west-1"
+
+
+def txoutbox_home(env: Mapping[str, str] | None = None) -> Path:
+    """The folder holding the local stack's data and its `stack.json`."""
+    env = os.environ if env is None else env
+    return Path(env.get("TXOUTBOX_HOME", ".txoutbox")).resolve()
+
+
+def read_stack_file(home: Path) -> dict[str, Any] | None:
+    """The addresses a running `txoutbox up` published, or None when no local stack is running."""
+    path = home / "stack.json"
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    pid = data.get("pid")
+    if not isinstance(pid, int) or not _process_alive(pid):
+        return None
+    return data
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a number, got {raw!r}") from None
+    if value < 0:
+        raise ConfigurationError(f"{name} must not be negative, got {raw!r}")
+    return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigurationError(f"{name} must be at least {minimum}, got {raw!r}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class RelaySettings:
+    """Tuning of the relay; every field has an environment variable `TXOUTBOX_<FIELD>`."""
+
+    batch_size: int = 500  # rows claimed per statement
+    workers: int = 2  # claim/publish loops per process: one claims while another publishes
+    max_in_flight: int = 16  # SendMessageBatch calls in flight per process
+    lease_seconds: float = 30.0  # how long a claim is ours; a crashed relay's events come back after it
+    poll_interval: float = 1.0  # fallback when no notification arrives (and for retries coming due)
+    max_attempts: int = 10  # transient per-event failures before the event is dead-lettered
+    retry_base_seconds: float = 1.0
+    retry_cap_seconds: float = 300.0
+    probe_base_seconds: float = 1.0  # circuit breaker: first probe after this
+    probe_cap_seconds: float = 30.0
+    max_message_bytes: int = 262_144  # SQS message size limit configured on the queue
+    heartbeat_seconds: float = 5.0
+    shutdown_timeout: float = 20.0
+    metrics_port: int | None = None
+    degraded_after_seconds: float = 60.0
+    alert_webhook_url: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> RelaySettings:
+        env = os.environ if env is None else env
+        d = cls()
+        metrics = env.get("TXOUTBOX_METRICS_PORT")
+        return cls(
+            batch_size=_int(env, "TXOUTBOX_BATCH_SIZE", d.batch_size, 1),
+            workers=_int(env, "TXOUTBOX_WORKERS", d.workers, 1),
+            max_in_flight=_int(env, "TXOUTBOX_MAX_IN_FLIGHT", d.max_in_flight, 1),
+            lease_seconds=_float(env, "TXOUTBOX_LEASE_SECONDS", d.lease_seconds),
+            poll_interval=_float(env, "TXOUTBOX_POLL_INTERVAL", d.poll_interval),
+            max_attempts=_int(env, "TXOUTBOX_MAX_ATTEMPTS", d.max_attempts, 1),
+            retry_base_seconds=_float(env, "TXOUTBOX_RETRY_BASE_SECONDS", d.retry_base_seconds),
+            retry_cap_seconds=_float(env, "TXOUTBOX_RETRY_CAP_SECONDS", d.retry_cap_seconds),
+            probe_base_seconds=_float(env, "TXOUTBOX_PROBE_BASE_SECONDS", d.probe_base_seconds),
+            probe_cap_seconds=_float(env, "TXOUTBOX_PROBE_CAP_SECONDS", d.probe_cap_seconds),
+            max_message_bytes=_int(env, "TXOUTBOX_MAX_MESSAGE_BYTES", d.max_message_bytes, 1024),
+            heartbeat_seconds=_float(env, "TXOUTBOX_HEARTBEAT_SECONDS", d.heartbeat_seconds),
+            shutdown_timeout=_float(env, "TXOUTBOX_SHUTDOWN_TIMEOUT", d.shutdown_timeout),
+            metrics_port=_int(env, "TXOUTBOX_METRICS_PORT", 0) if metrics else None,
+            degraded_after_seconds=_float(env, "HEALTH_DEGRADED_AFTER_SECONDS", d.degraded_after_seconds),
+            alert_webhook_url=env.get("ALERT_WEBHOOK_URL") or None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Where the database and the queue are."""
+
+    database_url: str
+    sqs_queue_url: str | None
+    sqs_dlq_url: str | None
+    sqs_endpoint_url: str | None
+    aws_region: str
+    local_stack: bool  # True when the addresses came from `txoutbox up`'s stack.json
+    fault_url: str | None = None  # the local stack's fault switch (devstack only)
+    relay: RelaySettings = field(default_factory=RelaySettings)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, *, need_sqs: bool = False) -> Settings:
+        """Read the settings; raise ConfigurationError naming what is missing."""
+        env = os.environ if env is None else env
+        stack = read_stack_file(txoutbox_home(env))
+        database_url = env.get("DATABASE_URL")
+        if not database_url and env.get("PGHOST"):
+            database_url = ""  # libpq reads PGHOST, PGUSER, PGPASSWORD, ... itself
+        local = False
+        if database_url is None:
+            if stack is None:
+                raise ConfigurationError(
+                    "no database configured: start the local stack with `txoutbox up` (or `make run`), "
+                    "or set DATABASE_URL"
+                )
+            database_url = str(stack["database_url"])
+            local = True
+        queue_url = env.get("SQS_QUEUE_URL")
+        dlq_url = env.get("SQS_DLQ_URL")
+        endpoint = env.get("SQS_ENDPOINT_URL")
+        fault_url = None
+        if not queue_url and stack is not None:
+            queue_url = stack.get("sqs_queue_url")
+            dlq_url = dlq_url or stack.get("sqs_dlq_url")
+            endpoint = endpoint or stack.get("sqs_endpoint_url")
+            fault_url = stack.get("fault_url")
+            local = True
+        if need_sqs and not queue_url:
+            raise ConfigurationError(
+                "no queue configured: start the local stack with `txoutbox up`, or set SQS_QUEUE_URL"
+            )
+        region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or (
+            str(stack.get("aws_region")) if stack and stack.get("aws_region") else DEFAULT_REGION
+        )
+        return cls(
+            database_url=database_url,
+            sqs_queue_url=queue_url or None,
+            sqs_dlq_url=dlq_url or None,
+            sqs_endpoint_url=endpoint or None,
+            aws_region=region,
+            local_stack=local,
+            fault_url=fault_url,
+            relay=RelaySettings.from_env(env),
+        )
+
+    def with_database(self, database_url: str) -> Settings:
+        return replace(self, database_url=database_url)

@@ -1,0 +1,132 @@
+"""Versioned SQL migrations: numbered `.sql` files per component, applied once each, in order.
+
+Each component (the engine `txoutbox`, and applications such as `flights` and `payments`) keeps its files
+in a package folder `NNNN_name.sql`. Applied versions are recorded with a checksum in
+`txoutbox.schema_migrations`; a changed file that was already applied is an error, not a silent skip.
+The whole run holds an advisory lock, so several processes starting together (two API tasks) are safe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from importlib import resources
+
+import psycopg
+
+from txoutbox.errors import MigrationError
+
+MIGRATION_LOCK_KEY = 0x7478_6D69_6772  # "txmigr"
+_FILE = re.compile(r"^(\d{4})_(\w+)\.sql$")
+
+# The components `txoutbox migrate` applies by default: the engine, then the reference system.
+DEFAULT_COMPONENTS: dict[str, str] = {
+    "txoutbox": "txoutbox.migrations",
+    "flights": "flights.migrations",
+    "payments": "payments.migrations",
+}
+
+_BOOTSTRAP = """
+CREATE SCHEMA IF NOT EXISTS txoutbox;
+CREATE TABLE IF NOT EXISTS txoutbox.schema_migrations (
+    component  text        NOT NULL,
+    version    integer     NOT NULL,
+    name       text        NOT NULL,
+    checksum   text        NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (component, version)
+)
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One migration file."""
+
+    component: str
+    version: int
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+    @property
+    def label(self) -> str:
+        return f"{self.component} {self.version:04d}_{self.name}"
+
+
+def load_migrations(component: str, package: str) -> list[Migration]:
+    """The migrations of one component, in version order."""
+    found: list[Migration] = []
+    for entry in resources.files(package).iterdir():
+        match = _FILE.match(entry.name)
+        if match:
+            found.append(Migration(component, int(match.group(1)), match.group(2), entry.read_text("utf-8")))
+    found.sort(key=lambda m: m.version)
+    versions = [m.version for m in found]
+    if len(set(versions)) != len(versions):
+        raise MigrationError(f"component {component!r} has two migrations with the same number")
+    return found
+
+
+def resolve_components(names: list[str] | None) -> dict[str, str]:
+    """Pick components by name (all defaults when `names` is empty)."""
+    if not names:
+        return dict(DEFAULT_COMPONENTS)
+    unknown = [n for n in names if n not in DEFAULT_COMPONENTS]
+    if unknown:
+        known = ", ".join(DEFAULT_COMPONENTS)
+        raise MigrationError(f"unknown migration component {unknown[0]!r} (known: {known})")
+    return {n: DEFAULT_COMPONENTS[n] for n in names}
+
+
+def _applied(conn: psycopg.Connection[tuple[object, ...]]) -> dict[tuple[str, int], str]:
+    rows = conn.execute("SELECT component, version, checksum FROM txoutbox.schema_migrations").fetchall()
+    return {(str(c), int(str(v))): str(s) for c, v, s in rows}
+
+
+def pending(conninfo: str, components: dict[str, str] | None = None) -> list[Migration]:
+    """Migrations not yet applied to the database."""
+    components = components or DEFAULT_COMPONENTS
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        exists = conn.execute("SELECT to_regclass('txoutbox.schema_migrations') IS NOT NULL").fetchone()
+        applied = _applied(conn) if exists and exists[0] else {}
+    todo = []
+    for component, package in components.items():
+        todo += [m for m in load_migrations(component, package) if (component, m.version) not in applied]
+    return todo
+
+
+def apply_migrations(conninfo: str, components: dict[str, str] | None = None) -> list[Migration]:
+    """Apply every pending migration, each in its own transaction; return what was applied."""
+    components = components or DEFAULT_COMPONENTS
+    done: list[Migration] = []
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
+        try:
+            conn.execute(_BOOTSTRAP)
+            applied = _applied(conn)
+            for component, package in components.items():
+                for migration in load_migrations(component, package):
+                    key = (component, migration.version)
+                    if key in applied:
+                        if applied[key] != migration.checksum:
+                            raise MigrationError(
+                                f"migration {migration.label} was changed after it was applied; "
+                                "add a new migration instead of editing an applied one"
+                            )
+                        continue
+                    with conn.transaction():
+                        conn.execute(migration.sql)  # type: ignore[arg-type]  # trusted file from the package
+                        conn.execute(
+                            "INSERT INTO txoutbox.schema_migrations (component, version, name, checksum) "
+                            "VALUES (%s, %s, %s, %s)",
+                            (component, migration.version, migration.name, migration.checksum),
+                        )
+                    done.append(migration)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
+    return done

@@ -1,0 +1,117 @@
+"""The writer API: add events to the outbox inside the CALLER's transaction. It never commits.
+
+Supported connections (duck-typed, nothing is imported unless you use it):
+psycopg 3 `Connection` / `Cursor` and `AsyncConnection` / `AsyncCursor`; SQLAlchemy 2 `Session` /
+`Connection` and `AsyncSession` / `AsyncConnection` (on any PostgreSQL driver).
+
+    with psycopg.connect(url) as conn:          # one transaction
+        conn.execute("INSERT INTO orders ...")
+        txoutbox.add_event(conn, Event("Order", "42", "OrderPlaced", {"total": 10}))
+    # commit: the order and its event are stored together, or neither is
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+from txoutbox import queries
+from txoutbox.errors import TxOutboxError
+from txoutbox.event import Event
+
+_INSERT_AND_NOTIFY = queries.INSERT_EVENTS.replace(
+    "SELECT count(*) FROM ins",
+    f"SELECT n, pg_notify('{queries.NOTIFY_CHANNEL}', '') FROM (SELECT count(*) AS n FROM ins) AS c",
+)
+_SQLA_INSERT = queries.as_sqlalchemy(queries.INSERT_EVENTS)
+_SQLA_INSERT_AND_NOTIFY = queries.as_sqlalchemy(_INSERT_AND_NOTIFY)
+
+
+def _params(events: Iterable[Event]) -> tuple[dict[str, list[Any]], list[uuid.UUID]]:
+    ids: list[uuid.UUID] = []
+    params: dict[str, list[Any]] = {
+        "event_ids": ids,
+        "aggregate_types": [],
+        "aggregate_ids": [],
+        "event_types": [],
+        "payloads": [],
+    }
+    for event in events:
+        if not isinstance(event, Event):
+            raise TypeError(f"expected txoutbox.Event, got {type(event).__name__}")
+        payload = event.validate()
+        ids.append(event.event_id)
+        params["aggregate_types"].append(event.aggregate_type)
+        params["aggregate_ids"].append(event.aggregate_id)
+        params["event_types"].append(event.event_type)
+        params["payloads"].append(payload.decode())
+    return params, ids
+
+
+def _kind(conn: object) -> str:
+    """'psycopg' or 'sqlalchemy', from the object's module: no import of either library needed."""
+    module = type(conn).__module__
+    if module.startswith("psycopg"):
+        return "psycopg"
+    if module.startswith("sqlalchemy"):
+        return "sqlalchemy"
+    raise TypeError(
+        f"unsupported connection type {type(conn).__module__}.{type(conn).__qualname__}: pass a psycopg 3 "
+        "connection or cursor, or a SQLAlchemy 2 Session or Connection"
+    )
+
+
+def _require_transaction(conn: Any) -> None:
+    # An autocommit psycopg connection outside `conn.transaction()` would commit the event on its own,
+    # apart from the caller's data: exactly what an outbox exists to prevent.
+    connection = getattr(conn, "connection", conn)
+    if getattr(connection, "autocommit", False) and connection.info.transaction_status == 0:  # IDLE
+        raise TxOutboxError(
+            "add_event needs an open transaction: the connection is in autocommit mode; "
+            "wrap the writes in `with conn.transaction():`"
+        )
+
+
+def add_events(conn: Any, events: Iterable[Event], *, notify: bool = True) -> list[uuid.UUID]:
+    """Add events to the outbox in the caller's (synchronous) transaction; return their event ids.
+
+    `notify=True` wakes listening relays at commit (PostgreSQL NOTIFY); with `False` they find the
+    events at their next poll.
+    """
+    params, ids = _params(events)
+    if not ids:
+        return ids
+    if _kind(conn) == "psycopg":
+        _require_transaction(conn)
+        conn.execute(_INSERT_AND_NOTIFY if notify else queries.INSERT_EVENTS, params)
+    else:
+        from sqlalchemy import text
+
+        conn.execute(text(_SQLA_INSERT_AND_NOTIFY if notify else _SQLA_INSERT), params)
+    return ids
+
+
+def add_event(conn: Any, event: Event, *, notify: bool = True) -> uuid.UUID:
+    """Add one event in the caller's transaction; return its event id."""
+    return add_events(conn, [event], notify=notify)[0]
+
+
+async def add_events_async(conn: Any, events: Iterable[Event], *, notify: bool = True) -> list[uuid.UUID]:
+    """Like `add_events`, for psycopg `AsyncConnection`/`AsyncCursor` and SQLAlchemy `AsyncSession`."""
+    params, ids = _params(events)
+    if not ids:
+        return ids
+    if _kind(conn) == "psycopg":
+        _require_transaction(conn)
+        await conn.execute(_INSERT_AND_NOTIFY if notify else queries.INSERT_EVENTS, params)
+    else:
+        from sqlalchemy import text
+
+        await conn.execute(text(_SQLA_INSERT_AND_NOTIFY if notify else _SQLA_INSERT), params)
+    return ids
+
+
+async def add_event_async(conn: Any, event: Event, *, notify: bool = True) -> uuid.UUID:
+    """Add one event in the caller's asynchronous transaction; return its event id."""
+    return (await add_events_async(conn, [event], notify=notify))[0]
