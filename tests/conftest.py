@@ -83,8 +83,15 @@ def settings(database_url: str, queues: Queues, fauxqs: FauxqsProcess) -> Settin
         aws_region=REGION,
         local_stack=True,
         fault_url=fauxqs.fault_url,
-        relay=replace(RelaySettings(), poll_interval=0.2, retry_base_seconds=0.05, retry_cap_seconds=0.5,
-                      probe_base_seconds=0.1, probe_cap_seconds=0.5, shutdown_timeout=5),
+        relay=replace(
+            RelaySettings(),
+            poll_interval=0.2,
+            retry_base_seconds=0.05,
+            retry_cap_seconds=0.5,
+            probe_base_seconds=0.1,
+            probe_cap_seconds=0.5,
+            shutdown_timeout=5,
+        ),
     )
 
 
@@ -99,8 +106,11 @@ def receive_all(sqs: Any) -> Any:
         deadline = time.monotonic() + timeout
         while len(messages) < expected and time.monotonic() < deadline:
             got = sqs.receive_message(
-                QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1,
-                MessageAttributeNames=["All"], AttributeNames=["All"],
+                QueueUrl=queue_url,
+                MaxNumberOfMessages=10,
+                WaitTimeSeconds=1,
+                MessageAttributeNames=["All"],
+                AttributeNames=["All"],
             ).get("Messages", [])
             messages.extend(got)
             if got:

@@ -92,7 +92,7 @@ SET attempts = o.attempts + 1, last_error = f.error,
     next_attempt_at = now() + make_interval(secs => f.delay), locked_by = NULL, locked_until = NULL
 FROM unnest(CAST(%(ids)s AS bigint[]), CAST(%(errors)s AS text[]), CAST(%(delays)s AS float8[]))
      AS f(id, error, delay)
-WHERE o.id = f.id
+WHERE o.id = f.id AND o.locked_by = %(relay_id)s
 """
 
 # A permanent failure (or attempts used up): move the event, with its id, to the dead letters.
@@ -101,7 +101,7 @@ WITH f AS (
     SELECT * FROM unnest(CAST(%(ids)s AS bigint[]), CAST(%(reasons)s AS text[])) AS f(id, reason)
 ),
 moved AS (
-    DELETE FROM txoutbox.outbox AS o USING f WHERE o.id = f.id
+    DELETE FROM txoutbox.outbox AS o USING f WHERE o.id = f.id AND o.locked_by = %(relay_id)s
     RETURNING o.id, o.event_id, o.aggregate_type, o.aggregate_id, o.event_type, o.payload, o.created_at,
               o.attempts, f.reason
 )

@@ -17,9 +17,11 @@ from txoutbox import queries
 from txoutbox.migrate import apply_migrations, pending, resolve_components
 
 NAMED_QUERIES = sorted(
-    name for name, value in vars(queries).items()
-    if name.isupper() and isinstance(value, str) and value.lstrip().split(" ", 1)[0].upper()
-    in {"SELECT", "INSERT", "UPDATE", "DELETE", "WITH"}
+    name
+    for name, value in vars(queries).items()
+    if name.isupper()
+    and isinstance(value, str)
+    and value.lstrip().split(" ", 1)[0].upper() in {"SELECT", "INSERT", "UPDATE", "DELETE", "WITH"}
 )
 
 
@@ -39,9 +41,13 @@ def test_migrations_are_all_applied_and_idempotent(database_url: str) -> None:
 def _dump(pg: LocalPostgres, url: str) -> str:
     out = subprocess.run(
         [str(pg.bin_path() / "pg_dump"), "--schema-only", "--no-owner", "--no-privileges", url],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
-    return "\n".join(line for line in out.splitlines() if not line.startswith(("--", "\\restrict", "\\unrestrict")))
+    return "\n".join(
+        line for line in out.splitlines() if not line.startswith(("--", "\\restrict", "\\unrestrict"))
+    )
 
 
 def test_migrations_equal_the_schema_snapshot(postgres: LocalPostgres, database_url: str) -> None:
@@ -54,10 +60,17 @@ def test_migrations_equal_the_schema_snapshot(postgres: LocalPostgres, database_
         snapshot.write_text(dump)
     assert dump == snapshot.read_text(), "schema differs from tests/integration/schema_snapshot.sql"
     for fragment in [
-        "CREATE TABLE txoutbox.outbox", "event_id uuid NOT NULL", "next_attempt_at timestamp with time zone",
-        "locked_until timestamp with time zone", "CREATE TABLE txoutbox.dead_letters",
-        "CREATE TABLE txoutbox.inbox", "CREATE TABLE public.flights", "CREATE TABLE public.payments",
-        "CREATE TABLE txoutbox.relays", "CREATE TABLE txoutbox.alerts", "outbox_aggregate_idx",
+        "CREATE TABLE txoutbox.outbox",
+        "event_id uuid NOT NULL",
+        "next_attempt_at timestamp with time zone",
+        "locked_until timestamp with time zone",
+        "CREATE TABLE txoutbox.dead_letters",
+        "CREATE TABLE txoutbox.inbox",
+        "CREATE TABLE public.flights",
+        "CREATE TABLE public.payments",
+        "CREATE TABLE txoutbox.relays",
+        "CREATE TABLE txoutbox.alerts",
+        "outbox_aggregate_idx",
     ]:
         assert fragment in dump, fragment
     assert dump == _dump(postgres, database_url)

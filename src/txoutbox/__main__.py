@@ -1,0 +1,3 @@
+from txoutbox.cli.main import main
+
+main()

@@ -1,0 +1,358 @@
+"""Consumer side: receive from SQS, process each event at most once with an inbox, delete.
+
+For every received batch, one transaction records the event ids in `txoutbox.inbox` and runs the handler for
+the ids not seen before; after the commit the messages are deleted. A crash before the delete makes SQS
+deliver again; the inbox then recognises the ids, so the handler never runs twice for one event.
+A message that cannot be parsed (or whose handling fails) is not deleted: SQS redelivers it, and after the
+queue's maxReceiveCount moves it to the dead-letter queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from txoutbox import queries
+from txoutbox.config import Settings
+from txoutbox.errors import TxOutboxError
+from txoutbox.publisher import classify
+from txoutbox.relay import DB_ERRORS, KEEPALIVES
+
+log = logging.getLogger("txoutbox.consumer")
+
+
+class MalformedMessageError(TxOutboxError):
+    """A message is not a txoutbox envelope (or its data is not what the handler needs)."""
+
+
+@dataclass(frozen=True, slots=True)
+class InboundEvent:
+    """One received event: the envelope's fields, plus the SQS message it came in."""
+
+    event_id: uuid.UUID
+    event_type: str
+    aggregate_type: str
+    aggregate_id: str
+    occurred_at: str
+    data: Any
+    body: str
+    message_id: str
+    receipt_handle: str
+    receive_count: int
+
+
+Handler = Callable[[psycopg.AsyncConnection[Any], Sequence[InboundEvent]], Awaitable[None]]
+
+
+def parse_message(message: dict[str, Any]) -> InboundEvent:
+    """An SQS message as an event; MalformedMessageError saying what is wrong."""
+    body = message.get("Body", "")
+    try:
+        envelope = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedMessageError(f"body is not JSON ({exc})") from None
+    if not isinstance(envelope, dict):
+        raise MalformedMessageError("body is not a JSON object")
+    missing = [
+        k for k in ("eventId", "eventType", "aggregateType", "aggregateId", "data") if k not in envelope
+    ]
+    if missing:
+        raise MalformedMessageError(f"envelope lacks {', '.join(missing)}")
+    try:
+        event_id = uuid.UUID(str(envelope["eventId"]))
+    except ValueError:
+        raise MalformedMessageError(f"eventId {envelope['eventId']!r} is not a UUID") from None
+    return InboundEvent(
+        event_id=event_id,
+        event_type=str(envelope["eventType"]),
+        aggregate_type=str(envelope["aggregateType"]),
+        aggregate_id=str(envelope["aggregateId"]),
+        occurred_at=str(envelope.get("occurredAt", "")),
+        data=envelope["data"],
+        body=body,
+        message_id=message.get("MessageId", ""),
+        receipt_handle=message["ReceiptHandle"],
+        receive_count=int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1")),
+    )
+
+
+class Consumer:
+    """`concurrency` long-polling loops feeding `handler`, each batch in one transaction."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        name: str,
+        handler: Handler,
+        *,
+        concurrency: int = 4,
+        wait_seconds: int = 20,
+        max_receive_count: int = 10,
+    ) -> None:
+        if not settings.sqs_queue_url:
+            raise TxOutboxError("the consumer needs SQS_QUEUE_URL")
+        self.settings = settings
+        self.name = name
+        self.handler = handler
+        self.concurrency = concurrency
+        self.wait_seconds = wait_seconds
+        self.max_receive_count = max_receive_count
+        self.processed = 0
+        self.duplicates = 0
+        self._stop = asyncio.Event()
+        self._deletes: set[asyncio.Task[None]] = set()
+        self._broker_down_since: float | None = None
+        self._db_down_since: float | None = None
+        self._pool: AsyncConnectionPool[Any] | None = None
+        self._client: Any = None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        from aiobotocore.config import AioConfig
+        from aiobotocore.session import get_session
+
+        self._stop = stop
+        self._pool = AsyncConnectionPool(
+            self.settings.database_url,
+            min_size=1,
+            max_size=self.concurrency + 1,
+            kwargs={"autocommit": True, **KEEPALIVES},
+            open=False,
+            timeout=10,
+            name=f"txoutbox-{self.name}",
+        )
+        await self._pool.open(wait=False)
+        credentials: dict[str, str] = {}
+        if self.settings.local_stack:
+            credentials = {"aws_access_key_id": "local", "aws_secret_access_key": "local"}
+        config = AioConfig(
+            max_pool_connections=self.concurrency * 2,
+            connect_timeout=5,
+            read_timeout=self.wait_seconds + 10,
+            retries={"total_max_attempts": 2, "mode": "standard"},
+        )
+        session: Any = get_session()
+        async with AsyncExitStack() as stack:
+            self._client = await stack.enter_async_context(
+                session.create_client(
+                    "sqs",
+                    region_name=self.settings.aws_region,
+                    endpoint_url=self.settings.sqs_endpoint_url,
+                    config=config,
+                    **credentials,
+                )
+            )
+            log.info(
+                "%s consumer started: %d receivers on %s",
+                self.name,
+                self.concurrency,
+                self.settings.sqs_queue_url,
+            )
+            loops = [asyncio.create_task(self._loop()) for _ in range(self.concurrency)]
+            await stop.wait()
+            log.info("%s consumer stopping", self.name)
+            await asyncio.gather(*loops, return_exceptions=True)
+            if self._deletes:
+                await asyncio.gather(*self._deletes, return_exceptions=True)
+        await self._pool.close()
+        log.info(
+            "%s consumer stopped: %d events processed, %d duplicates",
+            self.name,
+            self.processed,
+            self.duplicates,
+        )
+
+    async def _receive(self) -> list[dict[str, Any]] | None:
+        """One long poll; None when told to stop while waiting (the poll is abandoned)."""
+        receive = asyncio.ensure_future(
+            self._client.receive_message(
+                QueueUrl=self.settings.sqs_queue_url,
+                MaxNumberOfMessages=10,
+                WaitTimeSeconds=self.wait_seconds,
+                AttributeNames=["ApproximateReceiveCount"],
+                MessageAttributeNames=["All"],
+            )
+        )
+        stopped = asyncio.ensure_future(self._stop.wait())
+        done, _ = await asyncio.wait({receive, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if receive not in done:
+            receive.cancel()
+            with contextlib.suppress(BaseException):
+                await receive
+            return None
+        messages: list[dict[str, Any]] = receive.result().get("Messages", [])
+        return messages
+
+    async def _loop(self) -> None:
+        delay = 0.5
+        while not self._stop.is_set():
+            try:
+                messages = await self._receive()
+            except Exception as exc:  # translated in one place: publisher.classify
+                failure = classify(exc)
+                if self._broker_down_since is None:
+                    self._broker_down_since = time.monotonic()
+                    log.error("cannot receive from SQS (%s); retrying with backoff", failure)
+                await self._pause(delay)
+                delay = min(delay * 2, 30.0)
+                continue
+            if messages is None:
+                return
+            if self._broker_down_since is not None:
+                log.info("SQS reachable again after %.1f s", time.monotonic() - self._broker_down_since)
+                self._broker_down_since = None
+            delay = 0.5
+            if messages:
+                await self._handle(messages)
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), seconds)
+
+    async def _handle(self, messages: list[dict[str, Any]]) -> None:
+        events: list[InboundEvent] = []
+        for message in messages:
+            try:
+                events.append(parse_message(message))
+            except MalformedMessageError as exc:
+                self._malformed(message.get("MessageId", "?"), message, str(exc))
+        if not events:
+            return
+        while True:
+            try:
+                done = await self._process_batch(events)
+                break
+            except DB_ERRORS as exc:
+                # Nothing was committed, nothing deleted: wait for the database, the messages are still ours
+                # until their visibility timeout; after that SQS hands them out again anyway.
+                if self._db_down_since is None:
+                    self._db_down_since = time.monotonic()
+                    log.error(
+                        "database unavailable (%s); holding %d messages", type(exc).__name__, len(events)
+                    )
+                if self._stop.is_set():
+                    return
+                await self._pause(1.0)
+        if self._db_down_since is not None:
+            log.info("database reachable again after %.1f s", time.monotonic() - self._db_down_since)
+            self._db_down_since = None
+        if done:
+            task = asyncio.create_task(self._delete(done))
+            self._deletes.add(task)
+            task.add_done_callback(self._deletes.discard)
+
+    def _malformed(self, message_id: str, message: dict[str, Any], reason: str) -> None:
+        count = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
+        log.error(
+            "malformed message %s (receive %d of %d before the DLQ): %s; left on the queue for redrive",
+            message_id,
+            count,
+            self.max_receive_count,
+            reason,
+        )
+
+    async def _process_batch(self, events: list[InboundEvent]) -> list[InboundEvent]:
+        """All events in one transaction; on a handler error, each on its own. Returns the ones to delete."""
+        assert self._pool is not None
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                fresh, duplicates = await self._claim(conn, events)
+                if fresh:
+                    await self.handler(conn, fresh)
+        except DB_ERRORS:
+            raise
+        except Exception:
+            if len(events) == 1:
+                return await self._process_one_failed(events[0])
+            done: list[InboundEvent] = []
+            for event in events:
+                done += await self._process_batch([event])
+            return done
+        self.processed += len(fresh)
+        self._log_duplicates(duplicates)
+        return events
+
+    async def _process_one_failed(self, event: InboundEvent) -> list[InboundEvent]:
+        # Run once more to learn why (the batch attempt was rolled back), and leave the message for redrive.
+        assert self._pool is not None
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                fresh, duplicates = await self._claim(conn, [event])
+                if fresh:
+                    await self.handler(conn, fresh)
+        except DB_ERRORS:
+            raise
+        except MalformedMessageError as exc:
+            self._malformed(
+                event.message_id, {"Attributes": {"ApproximateReceiveCount": event.receive_count}}, str(exc)
+            )
+            return []
+        except Exception as exc:
+            log.error(
+                "handling event %s failed (receive %d of %d before the DLQ): %s: %s; left on the queue",
+                event.event_id,
+                event.receive_count,
+                self.max_receive_count,
+                type(exc).__name__,
+                exc,
+            )
+            return []
+        self.processed += len(fresh)
+        self._log_duplicates(duplicates)
+        return [event]
+
+    async def _claim(
+        self, conn: psycopg.AsyncConnection[Any], events: list[InboundEvent]
+    ) -> tuple[list[InboundEvent], list[InboundEvent]]:
+        cur = await conn.execute(
+            queries.INBOX_CLAIM, {"consumer": self.name, "event_ids": [e.event_id for e in events]}
+        )
+        new = {row[0] for row in await cur.fetchall()}
+        fresh: list[InboundEvent] = []
+        duplicates: list[InboundEvent] = []
+        for event in events:
+            if event.event_id in new:
+                fresh.append(event)
+                new.discard(event.event_id)  # the same event twice in one batch: handle it once
+            else:
+                duplicates.append(event)
+        return fresh, duplicates
+
+    def _log_duplicates(self, duplicates: list[InboundEvent]) -> None:
+        for event in duplicates:
+            self.duplicates += 1
+            log.info(
+                "duplicate event %s (redelivery, receive %d): already processed, acknowledging",
+                event.event_id,
+                event.receive_count,
+            )
+
+    async def _delete(self, events: list[InboundEvent]) -> None:
+        try:
+            response = await self._client.delete_message_batch(
+                QueueUrl=self.settings.sqs_queue_url,
+                Entries=[{"Id": str(i), "ReceiptHandle": e.receipt_handle} for i, e in enumerate(events)],
+            )
+            for failure in response.get("Failed", []):
+                log.warning(
+                    "could not delete message of event %s (%s); it will be redelivered and recognised",
+                    events[int(failure["Id"])].event_id,
+                    failure.get("Message"),
+                )
+        except Exception as exc:
+            log.warning(
+                "could not delete %d processed messages (%s); they will be redelivered and recognised",
+                len(events),
+                classify(exc),
+            )

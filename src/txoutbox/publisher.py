@@ -1,0 +1,306 @@
+"""Publishers: what the relay hands claimed events to. SQS FIFO for real; a null one for benchmarks.
+
+A publisher sorts every failure into one of two kinds, because the relay treats them very differently:
+- broker-wide (raised as `BrokerUnavailableError`: denied, unreachable, throttled, 5xx): nothing is wrong
+  with the events, so no attempt is counted and the relay's circuit opens;
+- per entry (returned as `EntryFailure`): this event was refused; `permanent` ones are dead-lettered at
+  once, the others retried with backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import re
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+
+from txoutbox.errors import BrokerUnavailableError
+
+# SQS accepts only these characters in a message body (and attribute values).
+_SQS_INVALID_CHARS = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+SQS_MAX_BATCH_ENTRIES = 10
+SQS_MAX_BATCH_BYTES = 262_144  # the strictest total SendMessageBatch size any SQS region has enforced
+
+# Error codes that say the broker as a whole is unavailable to us, not that an event is bad.
+_BROKER_WIDE_CODES = frozenset(
+    {
+        "AccessDenied",
+        "AccessDeniedException",
+        "AuthFailure",
+        "InvalidClientTokenId",
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "UnrecognizedClientException",
+        "SignatureDoesNotMatch",
+        "KMS.AccessDeniedException",
+        "KmsAccessDenied",
+        "KmsDisabled",
+        "KmsNotFound",
+        "KmsThrottled",
+        "RequestThrottled",
+        "Throttling",
+        "ThrottlingException",
+        "ServiceUnavailable",
+        "InternalError",
+        "InternalFailure",
+        "RequestTimeout",
+        "QueueDoesNotExist",
+        "AWS.SimpleQueueService.NonExistentQueue",
+        "OverLimit",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingMessage:
+    """One claimed event, encoded for the wire."""
+
+    row_id: int
+    event_id: uuid.UUID
+    aggregate_type: str
+    aggregate_id: str
+    event_type: str
+    body: bytes
+
+    @property
+    def size(self) -> int:
+        """Bytes SQS counts against its limit: the body plus the message attributes."""
+        return (
+            len(self.body) + len(self.event_type) + 36 + len("eventType") + len("eventId") + 2 * len("String")
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class EntryFailure:
+    """The broker (or a local check) refused one message of a batch."""
+
+    index: int
+    code: str
+    message: str
+    permanent: bool
+
+    @property
+    def reason(self) -> str:
+        return f"{self.code}: {self.message}"
+
+
+def encode_envelope(
+    event_id: uuid.UUID,
+    event_type: str,
+    aggregate_type: str,
+    aggregate_id: str,
+    occurred_at: dt.datetime,
+    payload_json: str,
+) -> bytes:
+    """The message body: `{eventId, eventType, aggregateType, aggregateId, occurredAt, data}`.
+
+    `payload_json` is the stored JSON text, spliced in as it is (no decode and re-encode).
+    """
+    return orjson.dumps(
+        {
+            "eventId": event_id,
+            "eventType": event_type,
+            "aggregateType": aggregate_type,
+            "aggregateId": aggregate_id,
+            "occurredAt": occurred_at.astimezone(dt.UTC),
+            "data": orjson.Fragment(payload_json),
+        },
+        option=orjson.OPT_UTC_Z,
+    )
+
+
+class Publisher(Protocol):
+    """Sends batches of messages to a broker."""
+
+    max_batch_entries: int
+    max_batch_bytes: int
+
+    def check(self, message: OutgoingMessage) -> EntryFailure | None:
+        """Refuse locally what the broker would refuse for good (size, characters), without a call."""
+
+    async def send_batch(self, messages: Sequence[OutgoingMessage]) -> list[EntryFailure]:
+        """Send one batch; return the failed entries (by index). Raise BrokerUnavailableError if the
+        broker as a whole did not take it."""
+
+    async def close(self) -> None:
+        """Release connections."""
+
+
+class NullPublisher:
+    """Accepts everything at once: the engine's own ceiling (claim, encode, acknowledge) in benchmarks."""
+
+    max_batch_entries = 10
+    max_batch_bytes = SQS_MAX_BATCH_BYTES
+
+    def __init__(self) -> None:
+        self.sent = 0
+
+    def check(self, message: OutgoingMessage) -> EntryFailure | None:
+        return None
+
+    async def send_batch(self, messages: Sequence[OutgoingMessage]) -> list[EntryFailure]:
+        self.sent += len(messages)
+        return []
+
+    async def close(self) -> None:
+        return None
+
+
+class SqsPublisher:
+    """Amazon SQS FIFO (or any SQS-protocol server) through aiobotocore.
+
+    MessageGroupId = aggregate id (order per aggregate), MessageDeduplicationId = event id (a re-sent event
+    within SQS's 5-minute window is dropped by SQS itself), attributes `eventType` and `eventId`.
+    """
+
+    max_batch_entries = SQS_MAX_BATCH_ENTRIES
+    max_batch_bytes = SQS_MAX_BATCH_BYTES
+
+    def __init__(
+        self,
+        queue_url: str,
+        *,
+        region: str,
+        endpoint_url: str | None = None,
+        local_credentials: bool = False,
+        max_message_bytes: int = 262_144,
+        max_connections: int = 16,
+        timeout_seconds: float = 5.0,
+    ) -> None:
+        self.queue_url = queue_url
+        self.max_message_bytes = max_message_bytes
+        self._region = region
+        self._endpoint_url = endpoint_url
+        self._local_credentials = local_credentials
+        self._max_connections = max_connections
+        self._timeout = timeout_seconds
+        self._client: Any = None
+        self._exit_stack: Any = None
+        self._lock = asyncio.Lock()
+
+    async def _get_client(self) -> Any:
+        if self._client is not None:
+            return self._client
+        async with self._lock:
+            if self._client is None:
+                from contextlib import AsyncExitStack
+
+                from aiobotocore.config import AioConfig
+                from aiobotocore.session import get_session
+
+                credentials: dict[str, str] = {}
+                if self._local_credentials:
+                    credentials = {"aws_access_key_id": "local", "aws_secret_access_key": "local"}
+                config = AioConfig(
+                    max_pool_connections=self._max_connections,
+                    connect_timeout=self._timeout,
+                    read_timeout=self._timeout,
+                    # One quick retry for a blip; anything longer is the circuit breaker's job.
+                    retries={"total_max_attempts": 2, "mode": "standard"},
+                )
+                stack = AsyncExitStack()
+                session: Any = get_session()
+                self._client = await stack.enter_async_context(
+                    session.create_client(
+                        "sqs",
+                        region_name=self._region,
+                        endpoint_url=self._endpoint_url,
+                        config=config,
+                        **credentials,
+                    )
+                )
+                self._exit_stack = stack
+        return self._client
+
+    def check(self, message: OutgoingMessage) -> EntryFailure | None:
+        if message.size > self.max_message_bytes:
+            return EntryFailure(
+                0,
+                "MessageTooLong",
+                f"message is {message.size} bytes, over the queue's limit of {self.max_message_bytes} bytes",
+                permanent=True,
+            )
+        bad = _SQS_INVALID_CHARS.search(message.body.decode())
+        if bad:
+            return EntryFailure(
+                0,
+                "InvalidMessageContents",
+                f"payload contains the character U+{ord(bad.group()):04X}, which SQS does not accept",
+                permanent=True,
+            )
+        return None
+
+    async def send_batch(self, messages: Sequence[OutgoingMessage]) -> list[EntryFailure]:
+        client = await self._get_client()
+        entries = [
+            {
+                "Id": str(i),
+                "MessageBody": m.body.decode(),
+                "MessageGroupId": m.aggregate_id,
+                "MessageDeduplicationId": m.event_id.hex,
+                "MessageAttributes": {
+                    "eventType": {"DataType": "String", "StringValue": m.event_type},
+                    "eventId": {"DataType": "String", "StringValue": str(m.event_id)},
+                },
+            }
+            for i, m in enumerate(messages)
+        ]
+        try:
+            response = await client.send_message_batch(QueueUrl=self.queue_url, Entries=entries)
+        except Exception as exc:
+            failure = classify(exc)
+            if isinstance(failure, BrokerUnavailableError):
+                raise failure from exc
+            if len(messages) > 1:
+                # The request as a whole was refused for its content: find the culprit by sending alone.
+                failures: list[EntryFailure] = []
+                for i, m in enumerate(messages):
+                    failures += [
+                        EntryFailure(i, f.code, f.message, f.permanent) for f in await self.send_batch([m])
+                    ]
+                return failures
+            return [EntryFailure(0, failure.code, failure.message, failure.permanent)]
+        return [
+            EntryFailure(
+                int(f["Id"]),
+                f.get("Code", "Unknown"),
+                f.get("Message", ""),
+                permanent=bool(f.get("SenderFault")),
+            )
+            for f in response.get("Failed", [])
+        ]
+
+    async def close(self) -> None:
+        if self._exit_stack is not None:
+            await self._exit_stack.aclose()
+            self._client = self._exit_stack = None
+
+
+def classify(exc: BaseException) -> BrokerUnavailableError | EntryFailure:
+    """The one place where broker errors are translated: broker-wide, or about the request's content."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", "Unknown"))
+        message = str(error.get("Message", "")) or str(exc)
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        short = code.rsplit("#", 1)[-1]
+        if short in _BROKER_WIDE_CODES or status >= 500 or status in (401, 403, 429):
+            return BrokerUnavailableError(short, message)
+        if short in {
+            "InvalidMessageContents",
+            "MessageTooLong",
+            "InvalidParameterValue",
+            "BatchRequestTooLong",
+        }:
+            return EntryFailure(0, short, message, permanent=short != "BatchRequestTooLong")
+        return EntryFailure(0, short, message, permanent=False)
+    if isinstance(exc, BotoCoreError | OSError | asyncio.TimeoutError):
+        return BrokerUnavailableError(type(exc).__name__, str(exc) or "no answer")
+    return BrokerUnavailableError(type(exc).__name__, str(exc))

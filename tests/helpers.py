@@ -1,0 +1,80 @@
+"""Shared test helpers: bounded polls, seeding the outbox, running a relay in-process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import psycopg
+
+from txoutbox import Event, add_events
+from txoutbox.config import Settings
+from txoutbox.publisher import Publisher, SqsPublisher
+from txoutbox.relay import Relay
+
+
+def poll(predicate: Callable[[], Any], timeout: float, interval: float = 0.05) -> Any:
+    """Call `predicate` until it returns something truthy or `timeout` passes; return its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() >= deadline:
+            return value
+        time.sleep(interval)
+
+
+async def apoll(predicate: Callable[[], Any], timeout: float, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value or time.monotonic() >= deadline:
+            return value
+        await asyncio.sleep(interval)
+
+
+def seed_events(database_url: str, per_aggregate: dict[str, int], *, payload_size: int = 0) -> list[Event]:
+    """Write events round-robin over the aggregates (so their ids interleave), in one transaction."""
+    events: list[Event] = []
+    counters = dict.fromkeys(per_aggregate, 0)
+    while any(counters[a] < n for a, n in per_aggregate.items()):
+        for aggregate, n in per_aggregate.items():
+            if counters[aggregate] < n:
+                events.append(
+                    Event("Flight", aggregate, "FlightBooked", {"seq": counters[aggregate], "pad": "x" * payload_size})
+                )
+                counters[aggregate] += 1
+    with psycopg.connect(database_url) as conn:
+        add_events(conn, events)
+    return events
+
+
+def sqs_publisher(settings: Settings) -> SqsPublisher:
+    assert settings.sqs_queue_url
+    return SqsPublisher(
+        settings.sqs_queue_url, region=settings.aws_region, endpoint_url=settings.sqs_endpoint_url,
+        local_credentials=True, timeout_seconds=2,
+    )
+
+
+@contextlib.asynccontextmanager
+async def running_relay(settings: Settings, publisher: Publisher | None = None, **kwargs: Any) -> AsyncIterator[Relay]:
+    relay = Relay(settings, publisher or sqs_publisher(settings), **kwargs)
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    try:
+        yield relay
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+
+def outbox_count(database_url: str) -> int:
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("SELECT count(*) FROM txoutbox.outbox").fetchone()
+        assert row is not None
+        return int(row[0])
