@@ -145,7 +145,9 @@ def ensure_queues(
             "ContentBasedDeduplication": "false",
             "VisibilityTimeout": str(visibility_timeout),
             "MaximumMessageSize": str(MAX_MESSAGE_BYTES),
-            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive_count}),
+            "RedrivePolicy": json.dumps(
+                {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive_count}
+            ),
         },
     )["QueueUrl"]
     return Queues(queue_url=queue_url, dlq_url=dlq_url)

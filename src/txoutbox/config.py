@@ -164,8 +164,10 @@ class Settings:
             raise ConfigurationError(
                 "no queue configured: start the local stack with `txoutbox up`, or set SQS_QUEUE_URL"
             )
-        region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or (
-            str(stack.get("aws_region")) if stack and stack.get("aws_region") else DEFAULT_REGION
+        region = (
+            env.get("AWS_REGION")
+            or env.get("AWS_DEFAULT_REGION")
+            or (str(stack.get("aws_region")) if stack and stack.get("aws_region") else DEFAULT_REGION)
         )
         return cls(
             database_url=database_url,
