@@ -87,7 +87,7 @@ class RelaySettings:
     retry_base_seconds: float = 1.0
     retry_cap_seconds: float = 300.0
     probe_base_seconds: float = 1.0  # circuit breaker: first probe after this
-    probe_cap_seconds: float = 30.0
+    probe_cap_seconds: float = 10.0
     max_message_bytes: int = 262_144  # SQS message size limit configured on the queue
     heartbeat_seconds: float = 5.0
     shutdown_timeout: float = 20.0

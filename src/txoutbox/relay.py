@@ -112,7 +112,9 @@ class Relay:
             rs.max_attempts, rs.retry_base_seconds, rs.retry_cap_seconds
         )
         self.circuit = Circuit(rs.probe_base_seconds, rs.probe_cap_seconds)
+        self._reported_state = self.circuit.state
         self._wake = asyncio.Event()
+        self._report_now = asyncio.Event()  # the circuit changed: heartbeat at once, not at the next tick
         self._stopping = False
         self._in_flight = asyncio.Semaphore(rs.max_in_flight)
         self._db_down_since: float | None = None
@@ -454,7 +456,10 @@ class Relay:
                     waiting if waiting is not None else "the",
                 )
                 self._wake.set()
-        self.metrics.circuit.set(CIRCUIT_VALUES[self.circuit.state.value])
+        if self.circuit.state is not self._reported_state:
+            self._reported_state = self.circuit.state
+            self.metrics.circuit.set(CIRCUIT_VALUES[self.circuit.state.value])
+            self._report_now.set()
 
     async def _backlog(self) -> int | None:
         try:
@@ -513,7 +518,10 @@ class Relay:
                 await self._check_alert(stats)
             except DB_ERRORS as exc:
                 self._db_failed(exc)
-            await self._sleep(rs.heartbeat_seconds)
+            if not self._stopping:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._report_now.wait(), rs.heartbeat_seconds)
+                self._report_now.clear()
 
     async def _check_alert(self, stats: dict[str, Any]) -> None:
         """Flip the shared alert state; the relay whose flip lands sends the one webhook POST."""
