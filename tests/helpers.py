@@ -78,3 +78,47 @@ def outbox_count(database_url: str) -> int:
         row = conn.execute("SELECT count(*) FROM txoutbox.outbox").fetchone()
         assert row is not None
         return int(row[0])
+
+
+def service_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """Environment for a `txoutbox relay|payments` subprocess pointed at the test's database and queues."""
+    import os
+    import sys
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SQS_", "PG", "DATABASE_URL", "TXOUTBOX_"))}
+    env.update(
+        DATABASE_URL=settings.database_url,
+        SQS_QUEUE_URL=settings.sqs_queue_url or "",
+        SQS_DLQ_URL=settings.sqs_dlq_url or "",
+        SQS_ENDPOINT_URL=settings.sqs_endpoint_url or "",
+        AWS_REGION=settings.aws_region,
+        AWS_ACCESS_KEY_ID="local",
+        AWS_SECRET_ACCESS_KEY="local",  # noqa: S105 - fauxqs checks no credentials
+        TXOUTBOX_HOME=str(Path(sys.prefix) / "no-stack"),
+        PYTHONUNBUFFERED="1",
+        **extra,
+    )
+    return env
+
+
+def start_service(settings: Settings, *args: str, log_path: Any = None, **extra: str) -> Any:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = open(log_path, "a") if log_path else subprocess.DEVNULL  # noqa: SIM115 - closed with the process
+    return subprocess.Popen(
+        [str(Path(sys.executable).parent / "txoutbox"), *args], env=service_env(settings, **extra),
+        stdout=out, stderr=subprocess.STDOUT,
+    )
+
+
+def seed_flight_events(database_url: str, count: int, start: int = 1) -> None:
+    """`count` FlightBooked events shaped like the API's, for flights start..start+count-1."""
+    with psycopg.connect(database_url) as conn:
+        add_events(
+            conn,
+            [Event("Flight", str(n), "FlightBooked", {"id": n, "departureAirport": "Paris"}) for n in
+             range(start, start + count)],
+        )

@@ -16,6 +16,10 @@ NOTIFY_CHANNEL = "txoutbox_outbox"
 # writing the same aggregates take their locks in the same order. (The two-int advisory lock space, with
 # our own class id, stays clear of applications' bigint advisory locks.)
 ADVISORY_LOCK_CLASS = 0x7478  # "tx"
+# Aggregates hash into this many lock buckets, so a bulk write of 100,000 aggregates takes at most 1,024
+# locks (PostgreSQL's lock table is finite: max_locks_per_transaction x max_connections). Two writers of
+# different aggregates in the same bucket merely commit one after the other.
+ADVISORY_LOCK_BUCKETS = 1024
 
 INSERT_EVENTS = f"""
 WITH ev AS (
@@ -26,8 +30,9 @@ WITH ev AS (
     ) WITH ORDINALITY AS e(event_id, aggregate_type, aggregate_id, event_type, payload, n)
 ),
 ordered AS (
-    SELECT count(pg_advisory_xact_lock({ADVISORY_LOCK_CLASS}, hashtext(k))) AS locks
-    FROM (SELECT DISTINCT aggregate_type || ':' || aggregate_id AS k FROM ev ORDER BY 1) AS keys
+    SELECT count(pg_advisory_xact_lock({ADVISORY_LOCK_CLASS}, k)) AS locks
+    FROM (SELECT DISTINCT hashtext(aggregate_type || ':' || aggregate_id) & {ADVISORY_LOCK_BUCKETS - 1} AS k
+          FROM ev ORDER BY 1) AS keys
 ),
 ins AS (
     INSERT INTO txoutbox.outbox (event_id, aggregate_type, aggregate_id, event_type, payload)
