@@ -1,0 +1,116 @@
+"""The writer API inside the caller's transaction: psycopg and SQLAlchemy, sync and async."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.orm import Session
+
+from txoutbox import Event, InvalidEventError, TxOutboxError, add_event, add_event_async, add_events
+
+EVENT_COLUMNS = "SELECT event_id, aggregate_type, aggregate_id, event_type, payload FROM txoutbox.outbox ORDER BY id"
+
+
+def _events(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
+    return conn.execute(EVENT_COLUMNS).fetchall()
+
+
+def test_psycopg_event_commits_with_the_callers_data(database_url: str, conn: psycopg.Connection[Any]) -> None:
+    event = Event("Order", "42", "OrderPlaced", {"total": 10})
+    with psycopg.connect(database_url) as c:
+        assert add_event(c, event) == event.event_id
+        assert _events(conn) == []  # not committed by add_event
+    assert _events(conn) == [(event.event_id, "Order", "42", "OrderPlaced", {"total": 10})]
+
+
+def test_psycopg_rollback_drops_the_event(database_url: str, conn: psycopg.Connection[Any]) -> None:
+    with psycopg.connect(database_url) as c:
+        add_events(c, [Event("Order", "1", "A", {}), Event("Order", "1", "B", {})])
+        c.rollback()
+    assert _events(conn) == []
+
+
+def test_autocommit_connection_outside_a_transaction_is_refused(conn: psycopg.Connection[Any]) -> None:
+    with pytest.raises(TxOutboxError, match="needs an open transaction"):
+        add_event(conn, Event("Order", "1", "A", {}))
+    with conn.transaction():
+        add_event(conn, Event("Order", "1", "A", {}))
+    assert len(_events(conn)) == 1
+
+
+async def test_psycopg_async(database_url: str, conn: psycopg.Connection[Any]) -> None:
+    async with await psycopg.AsyncConnection.connect(database_url) as c:
+        await add_event_async(c, Event("Order", "7", "OrderPlaced", {"n": 1}))
+        await c.rollback()
+        await add_event_async(c, Event("Order", "7", "OrderPlaced", {"n": 2}))
+        await c.commit()
+    assert [row[4] for row in _events(conn)] == [{"n": 2}]
+
+
+def _sqlalchemy_url(database_url: str, driver: str) -> str:
+    return database_url.replace("postgresql://", f"postgresql+{driver}://", 1)
+
+
+def test_sqlalchemy_session(database_url: str, conn: psycopg.Connection[Any]) -> None:
+    engine = sa.create_engine(_sqlalchemy_url(database_url, "psycopg"))
+    with Session(engine) as session:
+        add_event(session, Event("Order", "9", "OrderPlaced", {"n": 1}))
+        session.rollback()
+        with session.begin():
+            add_event(session, Event("Order", "9", "OrderPlaced", {"n": 2}))
+    engine.dispose()
+    assert [row[4] for row in _events(conn)] == [{"n": 2}]
+
+
+async def test_sqlalchemy_async_session(database_url: str, conn: psycopg.Connection[Any]) -> None:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    engine = create_async_engine(_sqlalchemy_url(database_url, "psycopg"))
+    async with AsyncSession(engine) as session:
+        async with session.begin():
+            await add_event_async(session, Event("Order", "9", "OrderPlaced", {"n": 3}))
+    await engine.dispose()
+    assert [row[4] for row in _events(conn)] == [{"n": 3}]
+
+
+@pytest.mark.parametrize(
+    ("event", "field"),
+    [
+        (Event("", "1", "A", {}), "aggregate_type"),
+        (Event("Order", "has space", "A", {}), "aggregate_id"),
+        (Event("Order", "x" * 129, "A", {}), "aggregate_id"),
+        (Event("Order", "1", " ", {}), "event_type"),
+        (Event("Order", "1", "A", "not an object"), "payload"),  # type: ignore[arg-type]
+        (Event("Order", "1", "A", {"when": object()}), "payload"),
+    ],
+)
+def test_invalid_events_are_refused_naming_the_field(conn: psycopg.Connection[Any], event: Event, field: str) -> None:
+    with conn.transaction(), pytest.raises(InvalidEventError, match=field):
+        add_event(conn, event)
+    assert _events(conn) == []
+
+
+def test_writers_of_one_aggregate_commit_in_id_order(database_url: str, conn: psycopg.Connection[Any]) -> None:
+    """The second writer of an aggregate waits for the first, so ids follow commit order (the relay's order)."""
+    first = psycopg.connect(database_url)
+    add_event(first, Event("Order", "same", "First", {}))  # holds the aggregate's lock until commit
+    done = threading.Event()
+
+    def second_writer() -> None:
+        with psycopg.connect(database_url) as second:
+            add_event(second, Event("Order", "same", "Second", {}))
+        done.set()
+
+    thread = threading.Thread(target=second_writer)
+    thread.start()
+    assert not done.wait(0.5), "the second writer of the aggregate did not wait for the first"
+    first.commit()
+    first.close()
+    thread.join(10)
+    assert done.is_set()
+    assert [row[3] for row in _events(conn)] == ["First", "Second"]
