@@ -1,0 +1,23 @@
+"""Every SQL statement the booking service runs, by name (psycopg `%(name)s` placeholders)."""
+
+from __future__ import annotations
+
+# One round trip: the row goes in and comes back with its id, as stored.
+INSERT_FLIGHT = """
+INSERT INTO public.flights (departure_airport, arrival_airport, departure_date_time, arrival_date_time)
+VALUES (%(departure_airport)s, %(arrival_airport)s, %(departure_date_time)s, %(arrival_date_time)s)
+RETURNING id, departure_airport, arrival_airport, departure_date_time, arrival_date_time
+"""
+
+LIST_FLIGHTS = """
+SELECT id, departure_airport, arrival_airport, departure_date_time, arrival_date_time
+FROM public.flights
+ORDER BY id
+LIMIT %(limit)s OFFSET %(offset)s
+"""
+
+GET_FLIGHT = """
+SELECT id, departure_airport, arrival_airport, departure_date_time, arrival_date_time
+FROM public.flights
+WHERE id = %(id)s
+"""

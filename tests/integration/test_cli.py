@@ -1,0 +1,110 @@
+"""Operator commands against a real database: clear lines, --json, non-zero exit on a bad id."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.helpers import seed_events, service_env
+from txoutbox.config import Settings
+
+TXOUTBOX = str(Path(sys.executable).parent / "txoutbox")
+
+
+@pytest.fixture
+def run(settings: Settings) -> Any:
+    def run(*args: str, code: int = 0, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run([TXOUTBOX, *args], capture_output=True, text=True, env=service_env(settings),
+                                input=input, timeout=60)
+        assert result.returncode == code, result.stdout + result.stderr
+        assert "Traceback" not in result.stderr
+        return result
+
+    return run
+
+
+def _dead_letter(database_url: str, aggregate: str = "X") -> int:
+    seed_events(database_url, {aggregate: 2})
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute(
+            "UPDATE txoutbox.outbox SET locked_by = 'r' WHERE id = (SELECT min(id) FROM txoutbox.outbox) RETURNING id"
+        ).fetchone()
+        assert row is not None
+        conn.execute("SELECT 1 FROM txoutbox.outbox")
+        from txoutbox import queries
+
+        conn.execute(queries.DEAD_LETTER, {"ids": [row[0]], "reasons": ["MessageTooLong: too big"], "relay_id": "r"})
+        return int(row[0])
+
+
+def test_empty_tables_print_empty_json_arrays(run: Any) -> None:
+    for command in (["outbox", "list"], ["flights", "list"], ["payments", "list"], ["dead-letters", "list"],
+                    ["outbox", "list", "--stuck"]):
+        assert json.loads(run(*command, "--json").stdout) == []
+    assert "the outbox is empty" in run("outbox", "list").stdout
+
+
+def test_status_reports_backlog_dead_letters_and_circuit(run: Any, settings: Settings) -> None:
+    _dead_letter(settings.database_url)
+    status = json.loads(run("status", "--json").stdout)
+    assert status["outbox"]["backlog"] == 1 and status["outbox"]["dead_letters"] == 1
+    assert status["outbox"]["circuit"] == "unknown"
+    text = run("status").stdout
+    assert "1 events waiting" in text and "dead letters  1" in text
+
+
+def test_dead_letter_commands(run: Any, settings: Settings) -> None:
+    dead_id = _dead_letter(settings.database_url)
+    listed = json.loads(run("dead-letters", "list", "--json").stdout)
+    assert [(d["id"], d["reason"]) for d in listed] == [(dead_id, "MessageTooLong: too big")]
+    shown = json.loads(run("dead-letters", "show", str(dead_id), "--json").stdout)
+    assert json.loads(shown["payload"])["seq"] == 0
+    stuck = json.loads(run("outbox", "list", "--stuck", "--json").stdout)
+    assert [s["state"] for s in stuck] == ["held: earlier event dead-lettered"]
+
+    assert "no dead letter with id 999" in run("dead-letters", "show", "999", code=1).stderr
+    assert "no dead letter with id 999" in run("dead-letters", "retry", "999", code=1).stderr
+    assert "no dead letter with id 999" in run("dead-letters", "discard", "999", "--yes", code=1).stderr
+    assert "give a dead letter id or --all" in run("dead-letters", "retry", code=2).stderr
+
+    declined = run("dead-letters", "discard", str(dead_id), input="n\n", code=1)
+    assert "aborted" in declined.stderr
+    assert len(json.loads(run("dead-letters", "list", "--json").stdout)) == 1
+
+    assert json.loads(run("dead-letters", "retry", str(dead_id), "--json").stdout) == {"requeued": [dead_id]}
+    assert [e["id"] for e in json.loads(run("outbox", "list", "--json").stdout)][0] == dead_id
+
+    second = _dead_letter(settings.database_url, "Y")
+    out = run("dead-letters", "discard", str(second), "--yes").stdout
+    assert f"dead letter {second} discarded" in out
+    assert json.loads(run("dead-letters", "list", "--json").stdout) == []
+
+
+def test_outbox_retry(run: Any, settings: Settings) -> None:
+    seed_events(settings.database_url, {"R": 1})
+    with psycopg.connect(settings.database_url) as conn:
+        row = conn.execute("UPDATE txoutbox.outbox SET next_attempt_at = now() + interval '1 hour', attempts = 2 "
+                           "RETURNING id").fetchone()
+    assert row is not None
+    assert "no event with id 424242 in the outbox" in run("outbox", "retry", "424242", code=1).stderr
+    assert run("outbox", "retry", str(row[0])).stdout.strip() == f"1 event(s) due now: {row[0]}"
+    assert run("outbox", "retry", "--all", "--json").stdout.strip().replace(" ", "").replace("\n", "") == \
+        '{"due_now":[]}'
+
+
+def test_fault_switch_refuses_real_aws(run: Any) -> None:
+    result = run("fault", "sqs", "deny", code=1)
+    assert "only on the local stack" in result.stderr and "nothing was changed" in result.stderr
+
+
+def test_unreachable_database_is_one_line(run: Any, settings: Settings) -> None:
+    result = subprocess.run([TXOUTBOX, "outbox", "list"], capture_output=True, text=True, timeout=60,
+                            env={**service_env(settings), "DATABASE_URL": "postgresql://nobody@127.0.0.1:1/x"})
+    assert result.returncode == 1 and result.stderr.startswith("error: cannot reach the database")
+    assert "Traceback" not in result.stderr
