@@ -45,7 +45,12 @@ def seed_events(database_url: str, per_aggregate: dict[str, int], *, payload_siz
         for aggregate, n in per_aggregate.items():
             if counters[aggregate] < n:
                 events.append(
-                    Event("Flight", aggregate, "FlightBooked", {"seq": counters[aggregate], "pad": "x" * payload_size})
+                    Event(
+                        "Flight",
+                        aggregate,
+                        "FlightBooked",
+                        {"seq": counters[aggregate], "pad": "x" * payload_size},
+                    )
                 )
                 counters[aggregate] += 1
     with psycopg.connect(database_url) as conn:
@@ -56,13 +61,18 @@ def seed_events(database_url: str, per_aggregate: dict[str, int], *, payload_siz
 def sqs_publisher(settings: Settings) -> SqsPublisher:
     assert settings.sqs_queue_url
     return SqsPublisher(
-        settings.sqs_queue_url, region=settings.aws_region, endpoint_url=settings.sqs_endpoint_url,
-        local_credentials=True, timeout_seconds=2,
+        settings.sqs_queue_url,
+        region=settings.aws_region,
+        endpoint_url=settings.sqs_endpoint_url,
+        local_credentials=True,
+        timeout_seconds=2,
     )
 
 
 @contextlib.asynccontextmanager
-async def running_relay(settings: Settings, publisher: Publisher | None = None, **kwargs: Any) -> AsyncIterator[Relay]:
+async def running_relay(
+    settings: Settings, publisher: Publisher | None = None, **kwargs: Any
+) -> AsyncIterator[Relay]:
     relay = Relay(settings, publisher or sqs_publisher(settings), **kwargs)
     stop = asyncio.Event()
     task = asyncio.create_task(relay.run(stop))
@@ -86,7 +96,9 @@ def service_env(settings: Settings, **extra: str) -> dict[str, str]:
     import sys
     from pathlib import Path
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SQS_", "PG", "DATABASE_URL", "TXOUTBOX_"))}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("SQS_", "PG", "DATABASE_URL", "TXOUTBOX_"))
+    }
     env.update(
         DATABASE_URL=settings.database_url,
         SQS_QUEUE_URL=settings.sqs_queue_url or "",
@@ -94,7 +106,7 @@ def service_env(settings: Settings, **extra: str) -> dict[str, str]:
         SQS_ENDPOINT_URL=settings.sqs_endpoint_url or "",
         AWS_REGION=settings.aws_region,
         AWS_ACCESS_KEY_ID="local",
-        AWS_SECRET_ACCESS_KEY="local",  # noqa: S105 - fauxqs checks no credentials
+        AWS_SECRET_ACCESS_KEY="local",
         TXOUTBOX_HOME=str(Path(sys.prefix) / "no-stack"),
         PYTHONUNBUFFERED="1",
         **extra,
@@ -109,8 +121,10 @@ def start_service(settings: Settings, *args: str, log_path: Any = None, **extra:
 
     out = open(log_path, "a") if log_path else subprocess.DEVNULL  # noqa: SIM115 - closed with the process
     return subprocess.Popen(
-        [str(Path(sys.executable).parent / "txoutbox"), *args], env=service_env(settings, **extra),
-        stdout=out, stderr=subprocess.STDOUT,
+        [str(Path(sys.executable).parent / "txoutbox"), *args],
+        env=service_env(settings, **extra),
+        stdout=out,
+        stderr=subprocess.STDOUT,
     )
 
 
@@ -119,6 +133,8 @@ def seed_flight_events(database_url: str, count: int, start: int = 1) -> None:
     with psycopg.connect(database_url) as conn:
         add_events(
             conn,
-            [Event("Flight", str(n), "FlightBooked", {"id": n, "departureAirport": "Paris"}) for n in
-             range(start, start + count)],
+            [
+                Event("Flight", str(n), "FlightBooked", {"id": n, "departureAirport": "Paris"})
+                for n in range(start, start + count)
+            ],
         )

@@ -157,7 +157,7 @@ def set_fault(fault_url: str, mode: str, timeout: float = 5.0) -> str:
     """Switch the local SQS to `allow`, `deny` or `down`; return the mode now in force."""
     if mode not in FAULT_MODES:
         raise ConfigurationError(f"fault mode must be one of {', '.join(FAULT_MODES)}, got {mode!r}")
-    request = urllib.request.Request(f"{fault_url}?mode={mode}", method="POST", data=b"")
+    request = urllib.request.Request(f"{fault_url}?mode={mode}", method="POST", data=b"")  # noqa: S310
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - local http URL
             return str(json.loads(response.read())["mode"])

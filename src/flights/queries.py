@@ -21,3 +21,9 @@ SELECT id, departure_airport, arrival_airport, departure_date_time, arrival_date
 FROM public.flights
 WHERE id = %(id)s
 """
+
+# `txoutbox flights list`: the table as an operator reads it.
+TABLE_FLIGHTS = """
+SELECT id, departure_airport, arrival_airport, departure_date_time, arrival_date_time, created_at
+FROM public.flights ORDER BY id LIMIT %(limit)s
+"""

@@ -438,7 +438,7 @@ class Relay:
             if self.circuit.fail(str(error)):
                 waiting = await self._backlog()
                 log.error(
-                    "broker unavailable (%s): circuit open, %s events waiting in the outbox; nothing is lost, "
+                    "broker unavailable (%s): circuit open, %s events waiting in the outbox, nothing lost; "
                     "probing with backoff up to %.0f s",
                     error,
                     waiting if waiting is not None else "unknown number of",

@@ -38,14 +38,25 @@ class Stack:
 
     def start(self, **env: str) -> Stack:
         self.proc = subprocess.Popen(
-            [str(BIN / "txoutbox"), "up", "--port", str(self.port), "--sqs-port", str(self.sqs_port),
-             "--metrics-port", str(self.metrics_port)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**self.env, **env},
+            [
+                str(BIN / "txoutbox"),
+                "up",
+                "--port",
+                str(self.port),
+                "--sqs-port",
+                str(self.sqs_port),
+                "--metrics-port",
+                str(self.metrics_port),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**self.env, **env},
         )
         threading.Thread(target=self._read, daemon=True).start()
-        assert poll(lambda: any("ready in" in line for line in self.lines) or self.proc.poll() is not None, 60), (
-            "stack did not start:\n" + self.output()
-        )
+        assert poll(
+            lambda: any("ready in" in line for line in self.lines) or self.proc.poll() is not None, 60
+        ), "stack did not start:\n" + self.output()
         assert self.proc.poll() is None, self.output()
         return self
 
@@ -61,9 +72,16 @@ class Stack:
         found = poll(lambda: next((line for line in self.lines[start:] if text in line), None), timeout)
         return found  # type: ignore[no-any-return]
 
-    def cli(self, *args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str, check: bool = True, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
-            [str(BIN / "txoutbox"), *args], capture_output=True, text=True, env=self.env, timeout=60, input=input
+            [str(BIN / "txoutbox"), *args],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=60,
+            input=input,
         )
         if check:
             assert result.returncode == 0, f"txoutbox {' '.join(args)}: {result.stdout}{result.stderr}"
@@ -72,9 +90,12 @@ class Stack:
     def book(self, client: httpx.Client, day: int = 1, departure: str = "Paris") -> dict[str, Any]:
         response = client.post(
             f"{self.api}/api/flights",
-            json={"departureAirport": departure, "arrivalAirport": "London",
-                  "departureDateTime": f"2023-09-{day:02d}T08:00:00.000Z",
-                  "arrivalDateTime": f"2023-09-{day:02d}T08:15:00.000Z"},
+            json={
+                "departureAirport": departure,
+                "arrivalAirport": "London",
+                "departureDateTime": f"2023-09-{day:02d}T08:00:00.000Z",
+                "arrivalDateTime": f"2023-09-{day:02d}T08:15:00.000Z",
+            },
         )
         assert response.status_code == 201, response.text
         return response.json()  # type: ignore[no-any-return]

@@ -29,12 +29,18 @@ def _stop(proc: Any) -> None:
         proc.wait(30)
 
 
-def test_relay_killed_mid_publishing_everything_delivered_and_paid_once(settings: Settings, tmp_path: Path) -> None:
+def test_relay_killed_mid_publishing_everything_delivered_and_paid_once(
+    settings: Settings, tmp_path: Path
+) -> None:
     total = 20_000
     seed_flight_events(settings.database_url, total)
     log = tmp_path / "relay.log"
-    relay = start_service(settings, "relay", log_path=log, TXOUTBOX_LEASE_SECONDS="2", TXOUTBOX_BATCH_SIZE="200")
-    assert poll(lambda: outbox_count(settings.database_url) < total - 1000, 30, interval=0.01), log.read_text()
+    relay = start_service(
+        settings, "relay", log_path=log, TXOUTBOX_LEASE_SECONDS="2", TXOUTBOX_BATCH_SIZE="200"
+    )
+    assert poll(lambda: outbox_count(settings.database_url) < total - 1000, 30, interval=0.01), (
+        log.read_text()
+    )
     relay.send_signal(signal.SIGKILL)
     relay.wait(10)
     left = outbox_count(settings.database_url)
@@ -61,12 +67,26 @@ def test_payment_service_killed_while_processing_messages_come_back_paid_once(
     queues = ensure_queues(sqs, f"k{suffix}.fifo", f"kd{suffix}.fifo", visibility_timeout=2)
     total = 3_000
     for start in range(0, total, 10):
-        sqs.send_message_batch(QueueUrl=queues.queue_url, Entries=[
-            {"Id": str(i), "MessageGroupId": str(n), "MessageDeduplicationId": uuid.uuid4().hex,
-             "MessageBody": json.dumps({"eventId": str(uuid.uuid4()), "eventType": "FlightBooked",
-                                        "aggregateType": "Flight", "aggregateId": str(n), "data": {"id": n}})}
-            for i, n in enumerate(range(start + 1, start + 11))
-        ])
+        sqs.send_message_batch(
+            QueueUrl=queues.queue_url,
+            Entries=[
+                {
+                    "Id": str(i),
+                    "MessageGroupId": str(n),
+                    "MessageDeduplicationId": uuid.uuid4().hex,
+                    "MessageBody": json.dumps(
+                        {
+                            "eventId": str(uuid.uuid4()),
+                            "eventType": "FlightBooked",
+                            "aggregateType": "Flight",
+                            "aggregateId": str(n),
+                            "data": {"id": n},
+                        }
+                    ),
+                }
+                for i, n in enumerate(range(start + 1, start + 11))
+            ],
+        )
     from dataclasses import replace
 
     settings = replace(settings, sqs_queue_url=queues.queue_url, sqs_dlq_url=queues.dlq_url)
@@ -89,8 +109,13 @@ def test_three_relays_2000_events_50_aggregates_all_arrive_in_order(
 ) -> None:
     seed_events(settings.database_url, {f"agg-{i:02d}": 40 for i in range(50)})
     relays = [
-        start_service(settings, "relay", log_path=tmp_path / f"relay{n}.log", TXOUTBOX_BATCH_SIZE="25",
-                      TXOUTBOX_WORKERS="2")
+        start_service(
+            settings,
+            "relay",
+            log_path=tmp_path / f"relay{n}.log",
+            TXOUTBOX_BATCH_SIZE="25",
+            TXOUTBOX_WORKERS="2",
+        )
         for n in range(3)
     ]
     try:
@@ -107,6 +132,8 @@ def test_three_relays_2000_events_50_aggregates_all_arrive_in_order(
     assert len(seqs) == 50
     out_of_order = {a: s for a, s in seqs.items() if s != list(range(40))}
     assert not out_of_order, out_of_order
-    published = [sum(1 for line in (tmp_path / f"relay{n}.log").read_text().splitlines() if "stopped;" in line)
-                 for n in range(3)]
+    published = [
+        sum(1 for line in (tmp_path / f"relay{n}.log").read_text().splitlines() if "stopped;" in line)
+        for n in range(3)
+    ]
     assert published == [1, 1, 1]  # all three ran and stopped cleanly

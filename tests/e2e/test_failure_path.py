@@ -46,7 +46,9 @@ def test_sqs_denied_booking_succeeds_event_waits_then_drains(stack: Stack, clien
     assert len(relay_errors) == 1, relay_errors  # one error for the outage, not one per attempt
 
 
-def test_sqs_down_30s_under_500_bookings_nothing_lost_circuit_holds(stack: Stack, client: httpx.Client) -> None:
+def test_sqs_down_30s_under_500_bookings_nothing_lost_circuit_holds(
+    stack: Stack, client: httpx.Client
+) -> None:
     stack.start()
     stack.cli("fault", "sqs", "down")
     down_at = time.monotonic()
@@ -70,8 +72,9 @@ def test_sqs_down_30s_under_500_bookings_nothing_lost_circuit_holds(stack: Stack
     assert 1 <= calls_during_outage < 20, calls_during_outage  # vs 500 events: the circuit held
 
     stack.cli("fault", "sqs", "up")
-    assert poll(lambda: len(json.loads(stack.cli("payments", "list", "--json", "--limit", "1000").stdout)) >= 500,
-                40), stack.output()[-3000:]
+    assert poll(
+        lambda: len(json.loads(stack.cli("payments", "list", "--json", "--limit", "1000").stdout)) >= 500, 40
+    ), stack.output()[-3000:]
     payments = json.loads(stack.cli("payments", "list", "--json", "--limit", "1000").stdout)
     assert sorted(p["flight_id"] for p in payments) == sorted(ids)  # every flight paid, exactly once
     assert poll(lambda: _metric(stack, client, "txoutbox_backlog") == 0, 10)

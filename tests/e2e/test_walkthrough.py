@@ -8,7 +8,6 @@ import time
 import httpx
 
 from tests.e2e.conftest import Stack
-from tests.helpers import poll
 
 
 def test_happy_path_book_publish_pay_and_view_tables(stack: Stack, client: httpx.Client) -> None:
@@ -19,7 +18,7 @@ def test_happy_path_book_publish_pay_and_view_tables(stack: Stack, client: httpx
     line = stack.wait_for_line("Processing payment", 5)
     assert line is not None, stack.output()
     assert time.monotonic() - booked_at < 5
-    assert line.startswith("payments ") and '"aggregateId":"%d"' % flight["id"] in line
+    assert line.startswith("payments ") and f'"aggregateId":"{flight["id"]}"' in line
     assert '"departureAirport": "Paris"' in line
 
     assert json.loads(stack.cli("outbox", "list", "--json").stdout) == []
@@ -44,7 +43,9 @@ def test_second_up_finds_the_data_of_the_first(stack: Stack, client: httpx.Clien
     stack.lines.clear()
     stack.start()
     assert client.get(f"{stack.api}/api/flights/{flight['id']}").status_code == 200
-    assert [p["flight_id"] for p in json.loads(stack.cli("payments", "list", "--json").stdout)] == [flight["id"]]
+    assert [p["flight_id"] for p in json.loads(stack.cli("payments", "list", "--json").stdout)] == [
+        flight["id"]
+    ]
 
 
 def test_busy_port_is_one_clear_sentence(stack: Stack) -> None:

@@ -20,8 +20,14 @@ TXOUTBOX = str(Path(sys.executable).parent / "txoutbox")
 @pytest.fixture
 def run(settings: Settings) -> Any:
     def run(*args: str, code: int = 0, input: str | None = None) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([TXOUTBOX, *args], capture_output=True, text=True, env=service_env(settings),
-                                input=input, timeout=60)
+        result = subprocess.run(
+            [TXOUTBOX, *args],
+            capture_output=True,
+            text=True,
+            env=service_env(settings),
+            input=input,
+            timeout=60,
+        )
         assert result.returncode == code, result.stdout + result.stderr
         assert "Traceback" not in result.stderr
         return result
@@ -33,19 +39,27 @@ def _dead_letter(database_url: str, aggregate: str = "X") -> int:
     seed_events(database_url, {aggregate: 2})
     with psycopg.connect(database_url) as conn:
         row = conn.execute(
-            "UPDATE txoutbox.outbox SET locked_by = 'r' WHERE id = (SELECT min(id) FROM txoutbox.outbox) RETURNING id"
+            "UPDATE txoutbox.outbox SET locked_by = 'r' "
+            "WHERE id = (SELECT min(id) FROM txoutbox.outbox) RETURNING id"
         ).fetchone()
         assert row is not None
         conn.execute("SELECT 1 FROM txoutbox.outbox")
         from txoutbox import queries
 
-        conn.execute(queries.DEAD_LETTER, {"ids": [row[0]], "reasons": ["MessageTooLong: too big"], "relay_id": "r"})
+        conn.execute(
+            queries.DEAD_LETTER, {"ids": [row[0]], "reasons": ["MessageTooLong: too big"], "relay_id": "r"}
+        )
         return int(row[0])
 
 
 def test_empty_tables_print_empty_json_arrays(run: Any) -> None:
-    for command in (["outbox", "list"], ["flights", "list"], ["payments", "list"], ["dead-letters", "list"],
-                    ["outbox", "list", "--stuck"]):
+    for command in (
+        ["outbox", "list"],
+        ["flights", "list"],
+        ["payments", "list"],
+        ["dead-letters", "list"],
+        ["outbox", "list", "--stuck"],
+    ):
         assert json.loads(run(*command, "--json").stdout) == []
     assert "the outbox is empty" in run("outbox", "list").stdout
 
@@ -78,7 +92,7 @@ def test_dead_letter_commands(run: Any, settings: Settings) -> None:
     assert len(json.loads(run("dead-letters", "list", "--json").stdout)) == 1
 
     assert json.loads(run("dead-letters", "retry", str(dead_id), "--json").stdout) == {"requeued": [dead_id]}
-    assert [e["id"] for e in json.loads(run("outbox", "list", "--json").stdout)][0] == dead_id
+    assert json.loads(run("outbox", "list", "--json").stdout)[0]["id"] == dead_id
 
     second = _dead_letter(settings.database_url, "Y")
     out = run("dead-letters", "discard", str(second), "--yes").stdout
@@ -89,13 +103,17 @@ def test_dead_letter_commands(run: Any, settings: Settings) -> None:
 def test_outbox_retry(run: Any, settings: Settings) -> None:
     seed_events(settings.database_url, {"R": 1})
     with psycopg.connect(settings.database_url) as conn:
-        row = conn.execute("UPDATE txoutbox.outbox SET next_attempt_at = now() + interval '1 hour', attempts = 2 "
-                           "RETURNING id").fetchone()
+        row = conn.execute(
+            "UPDATE txoutbox.outbox SET next_attempt_at = now() + interval '1 hour', attempts = 2 "
+            "RETURNING id"
+        ).fetchone()
     assert row is not None
     assert "no event with id 424242 in the outbox" in run("outbox", "retry", "424242", code=1).stderr
     assert run("outbox", "retry", str(row[0])).stdout.strip() == f"1 event(s) due now: {row[0]}"
-    assert run("outbox", "retry", "--all", "--json").stdout.strip().replace(" ", "").replace("\n", "") == \
-        '{"due_now":[]}'
+    assert (
+        run("outbox", "retry", "--all", "--json").stdout.strip().replace(" ", "").replace("\n", "")
+        == '{"due_now":[]}'
+    )
 
 
 def test_fault_switch_refuses_real_aws(run: Any) -> None:
@@ -104,7 +122,12 @@ def test_fault_switch_refuses_real_aws(run: Any) -> None:
 
 
 def test_unreachable_database_is_one_line(run: Any, settings: Settings) -> None:
-    result = subprocess.run([TXOUTBOX, "outbox", "list"], capture_output=True, text=True, timeout=60,
-                            env={**service_env(settings), "DATABASE_URL": "postgresql://nobody@127.0.0.1:1/x"})
+    result = subprocess.run(
+        [TXOUTBOX, "outbox", "list"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**service_env(settings), "DATABASE_URL": "postgresql://nobody@127.0.0.1:1/x"},
+    )
     assert result.returncode == 1 and result.stderr.startswith("error: cannot reach the database")
     assert "Traceback" not in result.stderr

@@ -23,15 +23,22 @@ from txoutbox.consumer import Consumer
 
 
 def envelope(flight_id: int, event_id: uuid.UUID | None = None) -> str:
-    return json.dumps({
-        "eventId": str(event_id or uuid.uuid4()), "eventType": "FlightBooked", "aggregateType": "Flight",
-        "aggregateId": str(flight_id), "occurredAt": "2026-01-01T00:00:00Z", "data": {"id": flight_id},
-    })
+    return json.dumps(
+        {
+            "eventId": str(event_id or uuid.uuid4()),
+            "eventType": "FlightBooked",
+            "aggregateType": "Flight",
+            "aggregateId": str(flight_id),
+            "occurredAt": "2026-01-01T00:00:00Z",
+            "data": {"id": flight_id},
+        }
+    )
 
 
 def send(sqs: Any, queue_url: str, body: str, group: str = "g") -> None:
-    sqs.send_message(QueueUrl=queue_url, MessageBody=body, MessageGroupId=group,
-                     MessageDeduplicationId=uuid.uuid4().hex)
+    sqs.send_message(
+        QueueUrl=queue_url, MessageBody=body, MessageGroupId=group, MessageDeduplicationId=uuid.uuid4().hex
+    )
 
 
 @contextlib.asynccontextmanager
@@ -98,7 +105,9 @@ async def test_failing_message_goes_to_dlq_after_10_receives_then_redrive_pays_o
     listed = sqs_admin.dlq_list(settings)
     assert sorted(m["group_id"] for m in listed) == ["13", "junk"]
     assert all(m["receive_count"] >= 1 for m in listed)
-    assert any("malformed message" in r.getMessage() and "body is not JSON" in r.getMessage() for r in caplog.records)
+    assert any(
+        "malformed message" in r.getMessage() and "body is not JSON" in r.getMessage() for r in caplog.records
+    )
     assert any("card declined" in r.getMessage() for r in caplog.records)
 
     with psycopg.connect(settings.database_url, autocommit=True) as conn:  # the bug is fixed

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import orjson
@@ -35,14 +34,18 @@ async def test_publishes_envelope_with_group_dedup_and_attributes(
         assert message["MessageAttributes"]["eventType"]["StringValue"] == "FlightBooked"
 
 
-async def test_notification_wakes_the_relay_well_before_the_poll(settings: Settings, receive_all: Any) -> None:
+async def test_notification_wakes_the_relay_well_before_the_poll(
+    settings: Settings, receive_all: Any
+) -> None:
     from dataclasses import replace
 
     slow_poll = replace(settings, relay=replace(settings.relay, poll_interval=30))
     async with running_relay(slow_poll):
         await apoll(lambda: False, 0.3)  # let the listener connect
         seed_events(settings.database_url, {"F-9": 1})
-        assert await apoll(lambda: outbox_count(settings.database_url) == 0, 5), "NOTIFY did not wake the relay"
+        assert await apoll(lambda: outbox_count(settings.database_url) == 0, 5), (
+            "NOTIFY did not wake the relay"
+        )
 
 
 async def test_events_of_an_aggregate_keep_their_order(settings: Settings, receive_all: Any) -> None:
@@ -67,5 +70,3 @@ async def test_shutdown_releases_nothing_half_done(settings: Settings) -> None:
         relays = conn.execute("SELECT count(*) FROM txoutbox.relays").fetchone()
     assert leased == (0,)
     assert relays == (0,)
-
-

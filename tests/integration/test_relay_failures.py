@@ -43,11 +43,14 @@ class FlakyPublisher(SqsPublisher):
         if self.times is not None and self.calls > self.times:
             bad = []
         ok = [m for i, m in enumerate(messages) if i not in bad]
-        failures = [EntryFailure(i, "InternalError", "injected transient failure", permanent=False) for i in bad]
+        failures = [
+            EntryFailure(i, "InternalError", "injected transient failure", permanent=False) for i in bad
+        ]
         if ok:
             index = [i for i in range(len(messages)) if i not in bad]
             failures += [
-                EntryFailure(index[f.index], f.code, f.message, f.permanent) for f in await super().send_batch(ok)
+                EntryFailure(index[f.index], f.code, f.message, f.permanent)
+                for f in await super().send_batch(ok)
             ]
         return failures
 
@@ -77,7 +80,11 @@ async def test_oversized_event_is_dead_lettered_others_flow_and_its_aggregate_wa
             # Retrying puts it back first in its aggregate's order: still too big, dead again, still held.
             assert ops.dead_letters_retry(conn, dead[0]["id"]) == [dead[0]["id"]]
         assert await apoll(
-            lambda: _rows(settings.database_url, "SELECT attempts FROM txoutbox.dead_letters") == [{"attempts": 1}], 10
+            lambda: (
+                _rows(settings.database_url, "SELECT attempts FROM txoutbox.dead_letters")
+                == [{"attempts": 1}]
+            ),
+            10,
         )
         assert outbox_count(settings.database_url) == 1
         with ops.connect(settings.database_url) as conn:
@@ -92,7 +99,9 @@ async def test_character_sqs_rejects_is_dead_lettered_at_once(settings: Settings
     with psycopg.connect(settings.database_url) as conn:
         add_events(conn, [Event("Flight", "BAD", "FlightBooked", {"name": "\ufffe"})])
     async with running_relay(settings):
-        assert await apoll(lambda: _rows(settings.database_url, "SELECT reason FROM txoutbox.dead_letters"), 10)
+        assert await apoll(
+            lambda: _rows(settings.database_url, "SELECT reason FROM txoutbox.dead_letters"), 10
+        )
     reason = _rows(settings.database_url, "SELECT reason FROM txoutbox.dead_letters")[0]["reason"]
     assert reason.startswith("InvalidMessageContents") and "U+FFFE" in reason
 
@@ -105,9 +114,13 @@ async def test_transient_failures_back_off_then_dead_letter_without_blocking_oth
     publisher = FlakyPublisher(sqs_publisher(settings), {"FLAKY"})
     async with running_relay(settings, publisher):
         assert await apoll(lambda: outbox_count(settings.database_url) == 1, 15)
-        dead = _rows(settings.database_url, "SELECT aggregate_id, attempts, reason FROM txoutbox.dead_letters")
+        dead = _rows(
+            settings.database_url, "SELECT aggregate_id, attempts, reason FROM txoutbox.dead_letters"
+        )
     assert [(d["aggregate_id"], d["attempts"]) for d in dead] == [("FLAKY", 3)]
-    assert dead[0]["reason"] == "gave up after 3 attempts; last error: InternalError: injected transient failure"
+    assert (
+        dead[0]["reason"] == "gave up after 3 attempts; last error: InternalError: injected transient failure"
+    )
     held = _rows(settings.database_url, "SELECT aggregate_id, attempts, last_error FROM txoutbox.outbox")
     assert held == [{"aggregate_id": "FLAKY", "attempts": 0, "last_error": None}]  # never tried: order kept
     assert len(receive_all(settings.sqs_queue_url, 30)) == 30
@@ -118,20 +131,26 @@ async def test_transient_failure_records_attempt_error_and_backoff(settings: Set
     seed_events(settings.database_url, {"FLAKY": 1})
     async with running_relay(settings, FlakyPublisher(sqs_publisher(settings), {"FLAKY"})):
         assert await apoll(
-            lambda: _rows(settings.database_url, "SELECT attempts FROM txoutbox.outbox") == [{"attempts": 1}], 10
+            lambda: _rows(settings.database_url, "SELECT attempts FROM txoutbox.outbox") == [{"attempts": 1}],
+            10,
         )
     row = _rows(
         settings.database_url,
-        "SELECT last_error, next_attempt_at > now() AS later, next_attempt_at < now() + interval '61 s' AS capped, "
+        "SELECT last_error, next_attempt_at > now() AS later, "
+        "next_attempt_at < now() + interval '61 s' AS capped, "
         "locked_by FROM txoutbox.outbox",
     )[0]
-    assert row == {"last_error": "InternalError: injected transient failure", "later": True, "capped": True,
-                   "locked_by": None}
+    assert row == {
+        "last_error": "InternalError: injected transient failure",
+        "later": True,
+        "capped": True,
+        "locked_by": None,
+    }
     with ops.connect(settings.database_url) as conn:
         assert len(ops.outbox_retry(conn, None)) == 1
-        assert _rows(settings.database_url, "SELECT next_attempt_at <= now() AS due FROM txoutbox.outbox") == [
-            {"due": True}
-        ]
+        assert _rows(
+            settings.database_url, "SELECT next_attempt_at <= now() AS due FROM txoutbox.outbox"
+        ) == [{"due": True}]
 
 
 async def test_denied_broker_opens_circuit_without_burning_attempts(
@@ -142,21 +161,28 @@ async def test_denied_broker_opens_circuit_without_burning_attempts(
     seed_events(settings.database_url, {f"D{i}": 2 for i in range(30)})
     async with running_relay(settings) as relay:
         assert await apoll(lambda: relay.metrics.broker_errors._value.get() >= 3, 10)
-        assert _rows(settings.database_url, "SELECT max(attempts) AS a, count(*) AS n FROM txoutbox.outbox") == [
-            {"a": 0, "n": 60}
-        ]
+        assert _rows(
+            settings.database_url, "SELECT max(attempts) AS a, count(*) AS n FROM txoutbox.outbox"
+        ) == [{"a": 0, "n": 60}]
         live = _rows(settings.database_url, "SELECT circuit_state, circuit_reason FROM txoutbox.relays")
-        assert live[0]["circuit_state"] in ("open", "half-open") and "AccessDenied" in live[0]["circuit_reason"]
+        assert (
+            live[0]["circuit_state"] in ("open", "half-open") and "AccessDenied" in live[0]["circuit_reason"]
+        )
         set_fault(fault_switch, "allow")
         assert await apoll(lambda: outbox_count(settings.database_url) == 0, 10)
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
-    assert len(errors) == 1 and "AccessDenied" in errors[0].getMessage() and "60 events waiting" in errors[0].getMessage()
+    assert (
+        len(errors) == 1
+        and "AccessDenied" in errors[0].getMessage()
+        and "60 events waiting" in errors[0].getMessage()
+    )
     assert any("circuit closed" in r.getMessage() for r in caplog.records)
     assert len(receive_all(settings.sqs_queue_url, 60)) == 60
 
 
-async def test_relay_survives_a_postgres_restart(tmp_path: Any, queues: Any, fauxqs: FauxqsProcess,
-                                                 receive_all: Any) -> None:
+async def test_relay_survives_a_postgres_restart(
+    tmp_path: Any, queues: Any, fauxqs: FauxqsProcess, receive_all: Any
+) -> None:
     from devstack.postgres import LocalPostgres
     from txoutbox.migrate import apply_migrations
 
@@ -164,8 +190,15 @@ async def test_relay_survives_a_postgres_restart(tmp_path: Any, queues: Any, fau
     try:
         url = pg.url()
         apply_migrations(url)
-        settings = Settings(url, queues.queue_url, queues.dlq_url, fauxqs.endpoint_url, "eu-west-1", True,
-                            relay=replace(Settings.from_env({"DATABASE_URL": url}).relay, poll_interval=0.2))
+        settings = Settings(
+            url,
+            queues.queue_url,
+            queues.dlq_url,
+            fauxqs.endpoint_url,
+            "eu-west-1",
+            True,
+            relay=replace(Settings.from_env({"DATABASE_URL": url}).relay, poll_interval=0.2),
+        )
         seed_events(url, {"R1": 5})
         async with running_relay(settings):
             assert await apoll(lambda: outbox_count(url) == 0, 10)

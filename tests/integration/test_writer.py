@@ -13,14 +13,18 @@ from sqlalchemy.orm import Session
 
 from txoutbox import Event, InvalidEventError, TxOutboxError, add_event, add_event_async, add_events
 
-EVENT_COLUMNS = "SELECT event_id, aggregate_type, aggregate_id, event_type, payload FROM txoutbox.outbox ORDER BY id"
+EVENT_COLUMNS = (
+    "SELECT event_id, aggregate_type, aggregate_id, event_type, payload FROM txoutbox.outbox ORDER BY id"
+)
 
 
 def _events(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
     return conn.execute(EVENT_COLUMNS).fetchall()
 
 
-def test_psycopg_event_commits_with_the_callers_data(database_url: str, conn: psycopg.Connection[Any]) -> None:
+def test_psycopg_event_commits_with_the_callers_data(
+    database_url: str, conn: psycopg.Connection[Any]
+) -> None:
     event = Event("Order", "42", "OrderPlaced", {"total": 10})
     with psycopg.connect(database_url) as c:
         assert add_event(c, event) == event.event_id
@@ -71,9 +75,8 @@ async def test_sqlalchemy_async_session(database_url: str, conn: psycopg.Connect
     from sqlalchemy.ext.asyncio import AsyncSession
 
     engine = create_async_engine(_sqlalchemy_url(database_url, "psycopg"))
-    async with AsyncSession(engine) as session:
-        async with session.begin():
-            await add_event_async(session, Event("Order", "9", "OrderPlaced", {"n": 3}))
+    async with AsyncSession(engine) as session, session.begin():
+        await add_event_async(session, Event("Order", "9", "OrderPlaced", {"n": 3}))
     await engine.dispose()
     assert [row[4] for row in _events(conn)] == [{"n": 3}]
 
@@ -89,14 +92,18 @@ async def test_sqlalchemy_async_session(database_url: str, conn: psycopg.Connect
         (Event("Order", "1", "A", {"when": object()}), "payload"),
     ],
 )
-def test_invalid_events_are_refused_naming_the_field(conn: psycopg.Connection[Any], event: Event, field: str) -> None:
+def test_invalid_events_are_refused_naming_the_field(
+    conn: psycopg.Connection[Any], event: Event, field: str
+) -> None:
     with conn.transaction(), pytest.raises(InvalidEventError, match=field):
         add_event(conn, event)
     assert _events(conn) == []
 
 
-def test_writers_of_one_aggregate_commit_in_id_order(database_url: str, conn: psycopg.Connection[Any]) -> None:
-    """The second writer of an aggregate waits for the first, so ids follow commit order (the relay's order)."""
+def test_writers_of_one_aggregate_commit_in_id_order(
+    database_url: str, conn: psycopg.Connection[Any]
+) -> None:
+    """The second writer of an aggregate waits for the first: ids follow commit order (the relay's order)."""
     first = psycopg.connect(database_url)
     add_event(first, Event("Order", "same", "First", {}))  # holds the aggregate's lock until commit
     done = threading.Event()

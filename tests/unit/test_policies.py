@@ -23,7 +23,9 @@ def test_transient_failures_back_off_exponentially_with_full_jitter_then_dead_le
     assert all(isinstance(d, RetryLater) and 0 <= d.delay_seconds <= 4 for d in delays)
     spread = [d.delay_seconds for d in delays if isinstance(d, RetryLater)]
     assert min(spread) < 1 and max(spread) > 3  # full jitter spreads over the whole range
-    assert policy.decide(4, "boom", permanent=False) == DeadLetter("gave up after 5 attempts; last error: boom")
+    assert policy.decide(4, "boom", permanent=False) == DeadLetter(
+        "gave up after 5 attempts; last error: boom"
+    )
 
 
 class FakeClock:

@@ -19,8 +19,12 @@ def test_envelope_fields_and_data_spliced_verbatim() -> None:
     when = dt.datetime(2023, 9, 1, 10, 0, tzinfo=dt.timezone(dt.timedelta(hours=2)))
     body = encode_envelope(event_id, "FlightBooked", "Flight", "12", when, '{"id": 12, "to": "London"}')
     assert orjson.loads(body) == {
-        "eventId": str(event_id), "eventType": "FlightBooked", "aggregateType": "Flight", "aggregateId": "12",
-        "occurredAt": "2023-09-01T08:00:00Z", "data": {"id": 12, "to": "London"},
+        "eventId": str(event_id),
+        "eventType": "FlightBooked",
+        "aggregateType": "Flight",
+        "aggregateId": "12",
+        "occurredAt": "2023-09-01T08:00:00Z",
+        "data": {"id": 12, "to": "London"},
     }
 
 
@@ -39,8 +43,10 @@ def test_local_check_refuses_oversized_and_forbidden_characters() -> None:
 
 
 def _client_error(code: str, status: int) -> ClientError:
-    return ClientError({"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}},
-                       "SendMessageBatch")
+    return ClientError(
+        {"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}},
+        "SendMessageBatch",
+    )
 
 
 @pytest.mark.parametrize(
@@ -64,12 +70,24 @@ def test_errors_are_translated_at_one_choke_point(exc: Exception, broker_wide: b
 
 def test_parse_message_reads_the_envelope_and_names_what_is_wrong() -> None:
     event_id = uuid.uuid4()
-    body = orjson.dumps({"eventId": str(event_id), "eventType": "FlightBooked", "aggregateType": "Flight",
-                         "aggregateId": "1", "data": {"id": 1}}).decode()
-    event = parse_message({"Body": body, "ReceiptHandle": "r", "MessageId": "m",
-                           "Attributes": {"ApproximateReceiveCount": "3"}})
+    body = orjson.dumps(
+        {
+            "eventId": str(event_id),
+            "eventType": "FlightBooked",
+            "aggregateType": "Flight",
+            "aggregateId": "1",
+            "data": {"id": 1},
+        }
+    ).decode()
+    event = parse_message(
+        {"Body": body, "ReceiptHandle": "r", "MessageId": "m", "Attributes": {"ApproximateReceiveCount": "3"}}
+    )
     assert (event.event_id, event.data, event.receive_count) == (event_id, {"id": 1}, 3)
-    for bad, reason in [("nope", "not JSON"), ("[1]", "not a JSON object"), ('{"eventId": "x"}', "lacks"),
-                        (body.replace(str(event_id), "zzz"), "not a UUID")]:
+    for bad, reason in [
+        ("nope", "not JSON"),
+        ("[1]", "not a JSON object"),
+        ('{"eventId": "x"}', "lacks"),
+        (body.replace(str(event_id), "zzz"), "not a UUID"),
+    ]:
         with pytest.raises(MalformedMessageError, match=reason):
             parse_message({"Body": bad, "ReceiptHandle": "r"})

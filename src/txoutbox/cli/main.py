@@ -229,12 +229,10 @@ def flights() -> None:
 @limit_option
 def flights_list(as_json: bool, limit: int) -> None:
     """List booked flights."""
+    from flights.queries import TABLE_FLIGHTS
+
     with _connect() as conn:
-        rows = conn.execute(
-            "SELECT id, departure_airport, arrival_airport, departure_date_time, arrival_date_time, created_at "
-            "FROM public.flights ORDER BY id LIMIT %(limit)s",
-            {"limit": limit},
-        ).fetchall()
+        rows = conn.execute(TABLE_FLIGHTS, {"limit": limit}).fetchall()
     print_rows(rows, as_json=as_json, empty="no flights booked yet")
 
 
@@ -367,7 +365,8 @@ def dead_letters_discard(event_id: int, yes: bool, as_json: bool) -> None:
         row = ops.dead_letter_show(conn, event_id)
         if not yes:
             click.confirm(
-                f"Discard event {event_id} ({row['event_type']} of {row['aggregate_type']} {row['aggregate_id']})"
+                f"Discard event {event_id} ({row['event_type']} of {row['aggregate_type']} "
+                f"{row['aggregate_id']})"
                 " for good? It will never be published",
                 abort=True,
             )

@@ -88,10 +88,9 @@ class Child:
 def _wait_http(url: str, timeout: float, child: Child) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and child.proc.poll() is None:
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - our own local URL
-                if response.status == 200:
-                    return True
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310
+            if response.status == 200:
+                return True
         time.sleep(0.1)
     return False
 
@@ -197,7 +196,7 @@ def run_stack(*, host: str, port: int, sqs_port: int, relays: int, metrics_port:
         ):
             emit(
                 "up",
-                "messages still queued; they are lost with the in-memory SQS unless the outbox still has them",
+                "messages still queued: the in-memory SQS loses them (the payments inbox is safe)",
             )
         payments.stop()
     finally:
