@@ -1,0 +1,1 @@
+"""The two CloudFormation stacks of the flight-booking system: `BaseStack` and `AuroraStack`."""
