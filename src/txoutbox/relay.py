@@ -29,13 +29,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from txoutbox import queries
 from txoutbox.circuit import Circuit, CircuitState
 from txoutbox.config import Settings
 from txoutbox.errors import BrokerUnavailableError
+from txoutbox.health import read_health
 from txoutbox.metrics import CIRCUIT_VALUES, RelayMetrics
 from txoutbox.publisher import EntryFailure, OutgoingMessage, Publisher, encode_envelope
 from txoutbox.retry import DeadLetter, RetryPolicy
@@ -508,14 +508,13 @@ class Relay:
                             "circuit_reason": self.circuit.reason,
                         },
                     )
-                    cur = conn.cursor(row_factory=dict_row)
-                    stats = await (await cur.execute(queries.OUTBOX_STATS)).fetchone()
+                    health = await read_health(conn, self.settings)
                     await conn.execute(queries.RELAY_PRUNE)
-                assert stats is not None
-                self.metrics.backlog.set(stats["backlog"])
-                self.metrics.oldest_age.set(stats["oldest_age_seconds"])
-                self.metrics.dead_letters.set(stats["dead_letters"])
-                await self._check_alert(stats)
+                outbox = health["outbox"]
+                self.metrics.backlog.set(outbox["backlog"])
+                self.metrics.oldest_age.set(outbox["oldest_age_seconds"])
+                self.metrics.dead_letters.set(outbox["dead_letters"])
+                await self._check_alert(health)
             except DB_ERRORS as exc:
                 self._db_failed(exc)
             if not self._stopping:
@@ -523,21 +522,18 @@ class Relay:
                     await asyncio.wait_for(self._report_now.wait(), rs.heartbeat_seconds)
                 self._report_now.clear()
 
-    async def _check_alert(self, stats: dict[str, Any]) -> None:
-        """Flip the shared alert state; the relay whose flip lands sends the one webhook POST."""
-        rs = self.settings.relay
-        degraded = stats["oldest_age_seconds"] > rs.degraded_after_seconds or not self.circuit.closed
-        state = "degraded" if degraded else "ok"
-        detail = {
-            "backlog": stats["backlog"],
-            "oldest_age_seconds": round(stats["oldest_age_seconds"], 3),
-            "dead_letters": stats["dead_letters"],
-            "circuit": self.circuit.state.value,
-            "circuit_reason": self.circuit.reason,
-        }
+    async def _check_alert(self, health: dict[str, Any]) -> None:
+        """Flip the shared alert state; the relay whose flip lands sends the one webhook POST.
+
+        The state is the system's, as `/health` reports it (every live relay's circuit, the oldest event,
+        the dead letters), so relays agree and one POST goes out per change.
+        """
+        degraded = health["status"] == "degraded"
+        detail = {**health["outbox"], "reasons": health["reasons"]}
         async with self.pool.connection(timeout=5) as conn:
             cur = await conn.execute(
-                queries.ALERT_FLIP, {"name": "outbox", "state": state, "detail": json.dumps(detail)}
+                queries.ALERT_FLIP,
+                {"name": "outbox", "state": "degraded" if degraded else "ok", "detail": json.dumps(detail)},
             )
             flipped = await cur.fetchone()
         if flipped is None:
@@ -546,9 +542,10 @@ class Relay:
             logging.WARNING if degraded else logging.INFO,
             "outbox %s: %s",
             "degraded" if degraded else "recovered",
-            detail,
+            "; ".join(health["reasons"]) or f"backlog {detail['backlog']}",
         )
-        if rs.alert_webhook_url:
+        url = self.settings.relay.alert_webhook_url
+        if url:
             payload = {
                 "alert": "txoutbox.outbox",
                 "state": "degraded" if degraded else "recovered",
@@ -556,7 +553,7 @@ class Relay:
                 "at": dt.datetime.now(dt.UTC).isoformat(),
                 **detail,
             }
-            await asyncio.to_thread(_post_json, rs.alert_webhook_url, payload)
+            await asyncio.to_thread(_post_json, url, payload)
 
 
 def _post_json(url: str, payload: dict[str, Any]) -> None:

@@ -180,11 +180,18 @@ async def test_denied_broker_opens_circuit_without_burning_attempts(
     assert len(receive_all(settings.sqs_queue_url, 60)) == 60
 
 
-async def test_relay_survives_a_postgres_restart(
-    tmp_path: Any, queues: Any, fauxqs: FauxqsProcess, receive_all: Any
+async def test_relay_and_payments_survive_a_postgres_restart(
+    tmp_path: Any, queues: Any, fauxqs: FauxqsProcess
 ) -> None:
     from devstack.postgres import LocalPostgres
+    from tests.helpers import seed_flight_events
+    from tests.integration.test_payments_consumer import consuming
     from txoutbox.migrate import apply_migrations
+
+    def paid(url: str) -> int:
+        with psycopg.connect(url) as conn:
+            row = conn.execute("SELECT count(DISTINCT flight_id) FROM public.payments").fetchone()
+            return int(row[0]) if row else 0
 
     pg = LocalPostgres(tmp_path / "pg").start()
     try:
@@ -199,13 +206,60 @@ async def test_relay_survives_a_postgres_restart(
             True,
             relay=replace(Settings.from_env({"DATABASE_URL": url}).relay, poll_interval=0.2),
         )
-        seed_events(url, {"R1": 5})
-        async with running_relay(settings):
-            assert await apoll(lambda: outbox_count(url) == 0, 10)
+        seed_flight_events(url, 5)
+        async with running_relay(settings), consuming(settings):
+            assert await apoll(lambda: paid(url) == 5, 15)
             pg.stop()
             pg = LocalPostgres(tmp_path / "pg").start()
-            seed_events(url, {"R2": 5})
-            assert await apoll(lambda: outbox_count(url) == 0, 30)
-        assert len(receive_all(queues.queue_url, 10)) == 10
+            seed_flight_events(url, 5, start=6)
+            assert await apoll(lambda: paid(url) == 10, 40)
+            assert outbox_count(url) == 0
+        with psycopg.connect(url) as conn:
+            assert conn.execute("SELECT count(*) FROM public.payments").fetchone() == (10,)
     finally:
         pg.stop()
+
+
+async def test_alert_webhook_gets_one_post_per_state_change_across_relays(
+    settings: Settings, fault_switch: str
+) -> None:
+    import http.server
+    import json as jsonlib
+    import threading
+
+    received: list[dict[str, Any]] = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            received.append(jsonlib.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    settings = replace(
+        settings,
+        relay=replace(
+            settings.relay,
+            alert_webhook_url=f"http://127.0.0.1:{server.server_port}/hook",
+            heartbeat_seconds=0.1,
+        ),
+    )
+    try:
+        set_fault(fault_switch, "deny")
+        seed_events(settings.database_url, {"W": 3})
+        async with running_relay(settings), running_relay(settings):
+            assert await apoll(lambda: len(received) >= 1, 10)
+            assert received[0]["state"] == "degraded" and received[0]["circuit"] in ("open", "half-open")
+            assert received[0]["backlog"] == 3
+            set_fault(fault_switch, "allow")
+            assert await apoll(lambda: outbox_count(settings.database_url) == 0, 15)
+            assert await apoll(lambda: len(received) >= 2, 10)
+            await apoll(lambda: False, 1.0)  # a second of heartbeats from both relays: no more POSTs
+        assert [r["state"] for r in received] == ["degraded", "recovered"]
+        assert received[1]["backlog"] == 0
+    finally:
+        server.shutdown()
