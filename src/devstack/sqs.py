@@ -14,14 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-import botocore.session
-from botocore.config import Config
-
 from devstack.node import find_package, node_binary
+from txoutbox import connections
 from txoutbox.errors import ConfigurationError
 
 LAUNCHER = Path(__file__).with_name("fauxqs_launcher.mjs")
-LOCAL_CREDENTIALS = {"aws_access_key_id": "local", "aws_secret_access_key": "local"}  # fauxqs checks none
 QUEUE_NAME = "flightQueue.fifo"
 DLQ_NAME = "flightDLQ.fifo"
 MAX_RECEIVE_COUNT = 10
@@ -106,14 +103,7 @@ class FauxqsProcess:
 
 def sqs_client(endpoint_url: str, region: str) -> Any:
     """A synchronous botocore SQS client for the local endpoint."""
-    session = botocore.session.get_session()
-    return session.create_client(
-        "sqs",
-        region_name=region,
-        endpoint_url=endpoint_url,
-        config=Config(retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=2, read_timeout=25),
-        **LOCAL_CREDENTIALS,
-    )
+    return connections.sqs_client(region, endpoint_url, local=True)
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,9 +25,10 @@ from psycopg_pool import AsyncConnectionPool
 
 from txoutbox import queries
 from txoutbox.config import Settings
+from txoutbox.connections import aio_sqs_client, open_pool
 from txoutbox.errors import TxOutboxError
 from txoutbox.publisher import classify
-from txoutbox.relay import DB_ERRORS, KEEPALIVES
+from txoutbox.relay import DB_ERRORS
 
 log = logging.getLogger("txoutbox.consumer")
 
@@ -118,40 +119,19 @@ class Consumer:
         self._client: Any = None
 
     async def run(self, stop: asyncio.Event) -> None:
-        from aiobotocore.config import AioConfig
-        from aiobotocore.session import get_session
-
         self._stop = stop
-        self._pool = AsyncConnectionPool(
-            self.settings.database_url,
-            min_size=1,
-            max_size=self.concurrency + 1,
-            kwargs={"autocommit": True, **KEEPALIVES},
-            open=False,
-            timeout=10,
-            name=f"txoutbox-{self.name}",
+        self._pool = await open_pool(
+            self.settings.database_url, max_size=self.concurrency + 1, name=f"txoutbox-{self.name}"
         )
-        await self._pool.open(wait=False)
-        credentials: dict[str, str] = {}
-        if self.settings.local_stack:
-            credentials = {"aws_access_key_id": "local", "aws_secret_access_key": "local"}
-        config = AioConfig(
-            max_pool_connections=self.concurrency * 2,
-            connect_timeout=5,
+        client = aio_sqs_client(
+            self.settings.aws_region,
+            self.settings.sqs_endpoint_url,
+            local=self.settings.local_stack,
+            max_connections=self.concurrency * 2,
             read_timeout=self.wait_seconds + 10,
-            retries={"total_max_attempts": 2, "mode": "standard"},
         )
-        session: Any = get_session()
         async with AsyncExitStack() as stack:
-            self._client = await stack.enter_async_context(
-                session.create_client(
-                    "sqs",
-                    region_name=self.settings.aws_region,
-                    endpoint_url=self.settings.sqs_endpoint_url,
-                    config=config,
-                    **credentials,
-                )
-            )
+            self._client = await stack.enter_async_context(client)
             log.info(
                 "%s consumer started: %d receivers on %s",
                 self.name,

@@ -190,28 +190,17 @@ class SqsPublisher:
             if self._client is None:
                 from contextlib import AsyncExitStack
 
-                from aiobotocore.config import AioConfig
-                from aiobotocore.session import get_session
+                from txoutbox.connections import aio_sqs_client
 
-                credentials: dict[str, str] = {}
-                if self._local_credentials:
-                    credentials = {"aws_access_key_id": "local", "aws_secret_access_key": "local"}
-                config = AioConfig(
-                    max_pool_connections=self._max_connections,
-                    connect_timeout=self._timeout,
-                    read_timeout=self._timeout,
-                    # One quick retry for a blip; anything longer is the circuit breaker's job.
-                    retries={"total_max_attempts": 2, "mode": "standard"},
-                )
                 stack = AsyncExitStack()
-                session: Any = get_session()
                 self._client = await stack.enter_async_context(
-                    session.create_client(
-                        "sqs",
-                        region_name=self._region,
-                        endpoint_url=self._endpoint_url,
-                        config=config,
-                        **credentials,
+                    aio_sqs_client(
+                        self._region,
+                        self._endpoint_url,
+                        local=self._local_credentials,
+                        max_connections=self._max_connections,
+                        connect_timeout=self._timeout,
+                        read_timeout=self._timeout,
                     )
                 )
                 self._exit_stack = stack

@@ -34,6 +34,7 @@ from psycopg_pool import AsyncConnectionPool
 from txoutbox import queries
 from txoutbox.circuit import Circuit, CircuitState
 from txoutbox.config import Settings
+from txoutbox.connections import KEEPALIVES, open_pool
 from txoutbox.errors import BrokerUnavailableError
 from txoutbox.health import read_health
 from txoutbox.metrics import CIRCUIT_VALUES, RelayMetrics
@@ -43,12 +44,6 @@ from txoutbox.retry import DeadLetter, RetryPolicy
 log = logging.getLogger("txoutbox.relay")
 
 DB_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
-KEEPALIVES: dict[str, Any] = {
-    "keepalives": 1,
-    "keepalives_idle": 10,
-    "keepalives_interval": 5,
-    "keepalives_count": 3,
-}
 # After a wake-up, wait this long so the commits of a burst are claimed together (one claim, not ten).
 WAKE_COALESCE_SECONDS = 0.002
 
@@ -126,16 +121,9 @@ class Relay:
     async def run(self, stop: asyncio.Event) -> None:
         """Publish until `stop` is set; then finish or release the work in hand and return."""
         rs = self.settings.relay
-        self._pool = AsyncConnectionPool(
-            self.settings.database_url,
-            min_size=1,
-            max_size=rs.workers + 3,
-            kwargs={"autocommit": True, **KEEPALIVES},
-            open=False,
-            timeout=10,
-            name="txoutbox-relay",
+        self._pool = await open_pool(
+            self.settings.database_url, max_size=rs.workers + 3, name="txoutbox-relay"
         )
-        await self._pool.open(wait=False)
         log.info(
             "relay %s started: %d workers, claims of %d, %d batches in flight, lease %.0f s",
             self.relay_id,

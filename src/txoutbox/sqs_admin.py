@@ -6,26 +6,14 @@ import uuid
 from typing import Any
 
 from txoutbox.config import Settings
+from txoutbox.connections import sqs_client
 from txoutbox.errors import BrokerUnavailableError, ConfigurationError
 from txoutbox.publisher import classify
 
 
 def client(settings: Settings) -> Any:
-    import botocore.session
-    from botocore.config import Config
-
-    credentials: dict[str, str] = {}
-    if settings.local_stack:
-        credentials = {"aws_access_key_id": "local", "aws_secret_access_key": "local"}
-    session: Any = botocore.session.get_session()
-    return session.create_client(
-        "sqs",
-        region_name=settings.aws_region,
-        endpoint_url=settings.sqs_endpoint_url,
-        config=Config(
-            connect_timeout=5, read_timeout=10, retries={"total_max_attempts": 2, "mode": "standard"}
-        ),
-        **credentials,
+    return sqs_client(
+        settings.aws_region, settings.sqs_endpoint_url, local=settings.local_stack, read_timeout=10
     )
 
 
