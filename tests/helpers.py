@@ -70,17 +70,21 @@ def sqs_publisher(settings: Settings) -> SqsPublisher:
 
 
 @contextlib.asynccontextmanager
-async def running_relay(
-    settings: Settings, publisher: Publisher | None = None, **kwargs: Any
-) -> AsyncIterator[Relay]:
-    relay = Relay(settings, publisher or sqs_publisher(settings), **kwargs)
+async def running(service: Any) -> AsyncIterator[Any]:
+    """Run `service.run(stop)` (a relay, a consumer) in the background; stop it and wait on exit."""
     stop = asyncio.Event()
-    task = asyncio.create_task(relay.run(stop))
+    task = asyncio.create_task(service.run(stop))
     try:
-        yield relay
+        yield service
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)
+
+
+def running_relay(
+    settings: Settings, publisher: Publisher | None = None, **kwargs: Any
+) -> contextlib.AbstractAsyncContextManager[Relay]:
+    return running(Relay(settings, publisher or sqs_publisher(settings), **kwargs))  # type: ignore[no-any-return]
 
 
 def outbox_count(database_url: str) -> int:

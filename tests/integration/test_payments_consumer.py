@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
@@ -16,7 +14,7 @@ import pytest
 
 from devstack.sqs import ensure_queues
 from payments.service import CONSUMER_NAME, process_payments
-from tests.helpers import apoll
+from tests.helpers import apoll, running
 from txoutbox import sqs_admin
 from txoutbox.config import Settings
 from txoutbox.consumer import Consumer
@@ -41,16 +39,8 @@ def send(sqs: Any, queue_url: str, body: str, group: str = "g") -> None:
     )
 
 
-@contextlib.asynccontextmanager
-async def consuming(settings: Settings) -> AsyncIterator[Consumer]:
-    consumer = Consumer(settings, CONSUMER_NAME, process_payments, concurrency=2, wait_seconds=1)
-    stop = asyncio.Event()
-    task = asyncio.create_task(consumer.run(stop))
-    try:
-        yield consumer
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 20)
+def consuming(settings: Settings) -> contextlib.AbstractAsyncContextManager[Consumer]:
+    return running(Consumer(settings, CONSUMER_NAME, process_payments, concurrency=2, wait_seconds=1))
 
 
 def payments(database_url: str) -> list[tuple[Any, ...]]:
