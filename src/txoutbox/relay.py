@@ -439,9 +439,11 @@ class Relay:
             if outage is not None:
                 waiting = await self._backlog()
                 log.info(
-                    "broker reachable again after %.1f s: circuit closed, draining %s waiting events",
+                    "broker reachable again after %.1f s: circuit closed, %d events published by the probe, "
+                    "%s still waiting, draining in order",
                     outage,
-                    waiting if waiting is not None else "the",
+                    len(outcome.published),
+                    waiting if waiting is not None else "the rest",
                 )
                 self._wake.set()
         if self.circuit.state is not self._reported_state:
