@@ -27,7 +27,7 @@ from txoutbox import queries
 from txoutbox.config import Settings
 from txoutbox.connections import aio_sqs_client, open_pool
 from txoutbox.errors import TxOutboxError
-from txoutbox.publisher import classify
+from txoutbox.publisher import classify, memoize_user_agent
 from txoutbox.relay import DB_ERRORS
 
 log = logging.getLogger("txoutbox.consumer")
@@ -129,9 +129,11 @@ class Consumer:
             local=self.settings.local_stack,
             max_connections=self.concurrency * 2,
             read_timeout=self.wait_seconds + 10,
+            validate_parameters=False,  # every request is built here, never by a user
         )
         async with AsyncExitStack() as stack:
             self._client = await stack.enter_async_context(client)
+            memoize_user_agent(self._client)
             log.info(
                 "%s consumer started: %d receivers on %s",
                 self.name,

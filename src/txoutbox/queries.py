@@ -54,16 +54,31 @@ NOTIFY = f"SELECT pg_notify('{NOTIFY_CHANNEL}', '')"
 # The second check is what keeps per-aggregate order with several relays claiming at once: SKIP LOCKED
 # lets a concurrent claimer skip rows another claimer has just locked, and without it that claimer could
 # take event 2 while event 1 goes to someone else.
+#
+# Cost: every check is an index probe per candidate row, never a scan of the backlog.
+# - `OFFSET 0` keeps the held-back check a per-row probe of outbox_aggregate_idx: without it the planner
+#   turns the NOT EXISTS into an anti-join over a sequential scan of the whole outbox (about 20 ms per
+#   claim with a 100,000-event backlog, the relay's bottleneck).
+# - "every earlier event is in this claim" is checked as a chain: each candidate's immediate predecessor
+#   in the table (`prev_id`, one backward index probe) must be its predecessor among the candidates (`lag`),
+#   and so for all candidates of its aggregate before it (`bool_and` running over the aggregate). By
+#   induction over the chain this is exactly "no earlier event of the aggregate is missing from the claim",
+#   in time linear in the claim, however many events of one aggregate it holds.
 CLAIM = """
 WITH candidate AS (
-    SELECT o.id, o.aggregate_type, o.aggregate_id
+    SELECT o.id, o.aggregate_type, o.aggregate_id,
+           (SELECT p.id FROM txoutbox.outbox AS p
+            WHERE p.aggregate_type = o.aggregate_type AND p.aggregate_id = o.aggregate_id AND p.id < o.id
+            ORDER BY p.id DESC
+            LIMIT 1) AS prev_id
     FROM txoutbox.outbox AS o
     WHERE o.next_attempt_at <= now()
       AND (o.locked_until IS NULL OR o.locked_until <= now())
       AND NOT EXISTS (
           SELECT 1 FROM txoutbox.outbox AS p
           WHERE p.aggregate_type = o.aggregate_type AND p.aggregate_id = o.aggregate_id AND p.id < o.id
-            AND (p.next_attempt_at > now() OR p.locked_until > now()))
+            AND (p.next_attempt_at > now() OR p.locked_until > now())
+          OFFSET 0)
       AND NOT EXISTS (
           SELECT 1 FROM txoutbox.dead_letters AS d
           WHERE d.aggregate_type = o.aggregate_type AND d.aggregate_id = o.aggregate_id)
@@ -71,13 +86,20 @@ WITH candidate AS (
     LIMIT %(limit)s
     FOR UPDATE OF o SKIP LOCKED
 ),
-claimable AS (
-    SELECT c.id
+chain AS (
+    SELECT c.id, c.aggregate_type, c.aggregate_id,
+           c.prev_id IS NOT DISTINCT FROM
+               lag(c.id) OVER (PARTITION BY c.aggregate_type, c.aggregate_id ORDER BY c.id) AS linked
     FROM candidate AS c
-    WHERE NOT EXISTS (
-        SELECT 1 FROM txoutbox.outbox AS p
-        WHERE p.aggregate_type = c.aggregate_type AND p.aggregate_id = c.aggregate_id AND p.id < c.id
-          AND NOT EXISTS (SELECT 1 FROM candidate AS q WHERE q.id = p.id))
+),
+claimable AS (
+    SELECT s.id
+    FROM (
+        SELECT ch.id,
+               bool_and(ch.linked) OVER (PARTITION BY ch.aggregate_type, ch.aggregate_id ORDER BY ch.id) AS ok
+        FROM chain AS ch
+    ) AS s
+    WHERE s.ok
 )
 UPDATE txoutbox.outbox AS o
 SET locked_by = %(relay_id)s, locked_until = now() + make_interval(secs => %(lease_seconds)s)

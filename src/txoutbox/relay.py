@@ -124,6 +124,7 @@ class Relay:
         self._pool = await open_pool(
             self.settings.database_url, max_size=rs.workers + 3, name="txoutbox-relay"
         )
+        await self._open_publisher()
         log.info(
             "relay %s started: %d workers, claims of %d, %d batches in flight, lease %.0f s",
             self.relay_id,
@@ -158,6 +159,19 @@ class Relay:
             await self.publisher.close()
             await self._pool.close()
             log.info("relay %s stopped; %d events published", self.relay_id, self.published_total)
+
+    async def _open_publisher(self) -> None:
+        """Let the publisher set up its client before the first claim (optional `open()` method), so the
+        first events after a start do not wait for it; if that fails, the first send tries again."""
+        opener = getattr(self.publisher, "open", None)
+        if opener is None:
+            return
+        try:
+            await opener()
+        except Exception as exc:
+            log.warning(
+                "publisher set-up failed (%s: %s); retrying on the first send", type(exc).__name__, exc
+            )
 
     async def _supervise(self, name: str, body: Callable[[], Awaitable[None]]) -> None:
         """Keep a background loop alive: an unexpected error is logged and the loop restarted."""
@@ -220,7 +234,7 @@ class Relay:
             payload,
             created_at,
             attempts,
-        ) in sorted(records, key=lambda r: r[0]):
+        ) in sorted(records):  # by row id, the first column (ids are unique)
             body = encode_envelope(event_id, event_type, aggregate_type, aggregate_id, created_at, payload)
             rows.append(
                 _Row(
@@ -238,36 +252,45 @@ class Relay:
         If it never lands (the process dies), the leases expire and the events are published again:
         at least once. The broker's deduplication and the consumer's inbox absorb the repeat.
         """
+        statements: list[tuple[str, dict[str, Any]]] = []
+        if outcome.published:
+            statements.append((queries.DELETE_PUBLISHED, {"ids": outcome.published}))
+        if outcome.failed_ids:
+            statements.append(
+                (
+                    queries.RECORD_FAILURES,
+                    {
+                        "ids": outcome.failed_ids,
+                        "errors": outcome.failed_errors,
+                        "delays": outcome.failed_delays,
+                        "relay_id": self.relay_id,
+                    },
+                )
+            )
+        if outcome.dead_ids:
+            statements.append(
+                (
+                    queries.DEAD_LETTER,
+                    {"ids": outcome.dead_ids, "reasons": outcome.dead_reasons, "relay_id": self.relay_id},
+                )
+            )
+        if outcome.released:
+            statements.append((queries.RELEASE, {"ids": outcome.released, "relay_id": self.relay_id}))
+        if not statements:
+            return
         delay = 0.05
         deadline = time.monotonic() + self.settings.relay.lease_seconds
         while True:
             try:
-                async with self.pool.connection() as conn, conn.pipeline(), conn.transaction():
-                    if outcome.published:
-                        await conn.execute(queries.DELETE_PUBLISHED, {"ids": outcome.published})
-                    if outcome.failed_ids:
-                        await conn.execute(
-                            queries.RECORD_FAILURES,
-                            {
-                                "ids": outcome.failed_ids,
-                                "errors": outcome.failed_errors,
-                                "delays": outcome.failed_delays,
-                                "relay_id": self.relay_id,
-                            },
-                        )
-                    if outcome.dead_ids:
-                        await conn.execute(
-                            queries.DEAD_LETTER,
-                            {
-                                "ids": outcome.dead_ids,
-                                "reasons": outcome.dead_reasons,
-                                "relay_id": self.relay_id,
-                            },
-                        )
-                    if outcome.released:
-                        await conn.execute(
-                            queries.RELEASE, {"ids": outcome.released, "relay_id": self.relay_id}
-                        )
+                async with self.pool.connection() as conn:
+                    if len(statements) == 1:
+                        # The usual outcome (all published): one statement is a transaction of its own,
+                        # one round trip instead of BEGIN / DELETE / COMMIT.
+                        await conn.execute(*statements[0])
+                    else:
+                        async with conn.pipeline(), conn.transaction():
+                            for sql, params in statements:
+                                await conn.execute(sql, params)
                 self._db_ok()
                 return
             except DB_ERRORS as exc:
@@ -293,31 +316,66 @@ class Relay:
 
     async def _worker(self) -> None:
         rs = self.settings.relay
-        while not self._stopping:
-            probing = False
-            if not self.circuit.closed:
-                if not self.circuit.try_probe():
-                    await self._sleep(max(0.01, min(self.circuit.seconds_to_probe(), rs.poll_interval)))
+        # Draining a backlog, the next claim is made while this one is published: the database claims while
+        # this process sends, instead of one waiting for the other. Only after a claim that came back at
+        # least half full (a backlog), never while probing; the claim's own checks keep the order (the rows
+        # in hand are leased, so later events of their aggregates are not handed out).
+        prefetch: asyncio.Task[list[_Row]] | None = None
+        try:
+            while not self._stopping:
+                probing = False
+                if not self.circuit.closed:
+                    if prefetch is not None:
+                        await self._release_prefetched(prefetch)  # the circuit opened: give them back
+                        prefetch = None
+                    if not self.circuit.try_probe():
+                        await self._sleep(max(0.01, min(self.circuit.seconds_to_probe(), rs.poll_interval)))
+                        continue
+                    probing = True
+                self._wake.clear()
+                limit = self.publisher.max_batch_entries if probing else rs.batch_size
+                try:
+                    if prefetch is not None:
+                        claim, prefetch = prefetch, None
+                        rows = await claim
+                        if not rows:
+                            # Made while the rows in hand were leased, so it may have found only events
+                            # waiting behind them (a backlog of a few aggregates): ask again, now.
+                            rows = await self._claim(limit)
+                    else:
+                        rows = await self._claim(limit)
+                except DB_ERRORS as exc:
+                    self._db_failed(exc)
+                    if probing:
+                        self.circuit.state = CircuitState.OPEN
+                    await self._sleep(rs.poll_interval)
                     continue
-                probing = True
-            self._wake.clear()
-            try:
-                rows = await self._claim(self.publisher.max_batch_entries if probing else rs.batch_size)
-            except DB_ERRORS as exc:
-                self._db_failed(exc)
-                if probing:
-                    self.circuit.state = CircuitState.OPEN
-                await self._sleep(rs.poll_interval)
-                continue
-            self._db_ok()
-            if not rows:
-                if probing:
-                    self.circuit.state = CircuitState.OPEN  # nothing to probe with; try again later
-                await self._sleep(rs.poll_interval)
-                if self._wake.is_set() and not self._stopping:
-                    await asyncio.sleep(WAKE_COALESCE_SECONDS)
-                continue
-            await self._publish(rows, probing)
+                self._db_ok()
+                if not rows:
+                    if probing:
+                        self.circuit.state = CircuitState.OPEN  # nothing to probe with; try again later
+                    await self._sleep(rs.poll_interval)
+                    if self._wake.is_set() and not self._stopping:
+                        await asyncio.sleep(WAKE_COALESCE_SECONDS)
+                    continue
+                if not probing and 2 * len(rows) >= limit:
+                    prefetch = asyncio.create_task(self._claim(rs.batch_size))
+                await self._publish(rows, probing)
+        finally:
+            if prefetch is not None:
+                await self._release_prefetched(prefetch)
+
+    async def _release_prefetched(self, claim: asyncio.Task[list[_Row]]) -> None:
+        """Give back the rows of a claim made ahead that will not be published now (no attempt counted)."""
+        try:
+            rows = await claim
+        except asyncio.CancelledError:
+            claim.cancel()
+            raise
+        except DB_ERRORS:
+            return  # nothing came back; whatever it leased is released at shutdown or expires
+        if rows:
+            await self._acknowledge(_Outcome(released=[r.row_id for r in rows]))
 
     async def _publish(self, rows: list[_Row], probing: bool) -> None:
         outcome = _Outcome()
