@@ -108,7 +108,7 @@ def _flat(extra: dict[str, Any]) -> str:
     small = rss.get("peak_mb_20k_backlog")
     if not during or small is None:
         return "flatness not measured"
-    return f"{during['min']:.0f}-{during['max']:.0f} MB while draining, {small:.0f} MB for 20k"
+    return f"{during['min']:.1f}-{during['max']:.1f} MB while draining, {small:.1f} MB for a 20k backlog"
 
 
 _UNITS = {
