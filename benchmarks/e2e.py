@@ -36,6 +36,7 @@ import psycopg
 from benchmarks.infra import ARRIVAL, DEPARTURE, REGION
 from flights.models import flight_json
 from flights.queries import INSERT_FLIGHT
+from txoutbox.connections import aio_sqs_client
 from txoutbox.event import Event
 from txoutbox.writer import add_event_async
 
@@ -105,20 +106,10 @@ async def _writer(database_url: str, rate: float, seconds: float, warmup: float,
 
 
 async def _observer(queue_url: str, endpoint: str, expected: int, seconds: float, out: Path) -> None:
-    from aiobotocore.config import AioConfig
-    from aiobotocore.session import get_session
 
     seen: dict[str, int] = {}
     deadline = time.monotonic() + seconds
-    session: Any = get_session()
-    async with session.create_client(
-        "sqs",
-        region_name=REGION,
-        endpoint_url=endpoint,
-        aws_access_key_id="local",
-        aws_secret_access_key="local",
-        config=AioConfig(max_pool_connections=16, read_timeout=10),
-    ) as client:
+    async with aio_sqs_client(REGION, endpoint, local=True, max_connections=16, read_timeout=10) as client:
         print("observing", flush=True)
 
         async def loop() -> None:

@@ -17,8 +17,6 @@ from typing import Any
 
 import orjson
 import psycopg
-from aiobotocore.config import AioConfig
-from aiobotocore.session import get_session
 
 from benchmarks.infra import (
     ARRIVAL,
@@ -34,6 +32,7 @@ from benchmarks.infra import (
     postmaster_pid,
     txoutbox,
 )
+from txoutbox.connections import aio_sqs_client
 
 
 def _entry(i: int, flight_id: int) -> dict[str, Any]:
@@ -70,15 +69,7 @@ async def _enqueue(endpoint: str, queue_url: str, events: int, concurrency: int 
     batches = [
         [_entry(i, start + i + 1) for i in range(min(10, events - start))] for start in range(0, events, 10)
     ]
-    session: Any = get_session()
-    async with session.create_client(
-        "sqs",
-        region_name=REGION,
-        endpoint_url=endpoint,
-        aws_access_key_id="local",
-        aws_secret_access_key="local",
-        config=AioConfig(max_pool_connections=concurrency),
-    ) as client:
+    async with aio_sqs_client(REGION, endpoint, local=True, max_connections=concurrency) as client:
         it = iter(batches)
 
         async def sender() -> None:
