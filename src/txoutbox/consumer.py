@@ -254,45 +254,32 @@ class Consumer:
                     await self.handler(conn, fresh)
         except DB_ERRORS:
             raise
-        except Exception:
-            if len(events) == 1:
-                return await self._process_one_failed(events[0])
-            done: list[InboundEvent] = []
-            for event in events:
-                done += await self._process_batch([event])
-            return done
+        except Exception as exc:
+            if len(events) > 1:
+                done: list[InboundEvent] = []
+                for event in events:
+                    done += await self._process_batch([event])
+                return done
+            self._failed(events[0], exc)  # left on the queue: redelivered, then redriven to the DLQ
+            return []
         self.processed += len(fresh)
         self._log_duplicates(duplicates)
         return events
 
-    async def _process_one_failed(self, event: InboundEvent) -> list[InboundEvent]:
-        # Run once more to learn why (the batch attempt was rolled back), and leave the message for redrive.
-        assert self._pool is not None
-        try:
-            async with self._pool.connection() as conn, conn.transaction():
-                fresh, duplicates = await self._claim(conn, [event])
-                if fresh:
-                    await self.handler(conn, fresh)
-        except DB_ERRORS:
-            raise
-        except MalformedMessageError as exc:
+    def _failed(self, event: InboundEvent, exc: Exception) -> None:
+        if isinstance(exc, MalformedMessageError):
             self._malformed(
                 event.message_id, {"Attributes": {"ApproximateReceiveCount": event.receive_count}}, str(exc)
             )
-            return []
-        except Exception as exc:
-            log.error(
-                "handling event %s failed (receive %d of %d before the DLQ): %s: %s; left on the queue",
-                event.event_id,
-                event.receive_count,
-                self.max_receive_count,
-                type(exc).__name__,
-                exc,
-            )
-            return []
-        self.processed += len(fresh)
-        self._log_duplicates(duplicates)
-        return [event]
+            return
+        log.error(
+            "handling event %s failed (receive %d of %d before the DLQ): %s: %s; left on the queue",
+            event.event_id,
+            event.receive_count,
+            self.max_receive_count,
+            type(exc).__name__,
+            exc,
+        )
 
     async def _claim(
         self, conn: psycopg.AsyncConnection[Any], events: list[InboundEvent]

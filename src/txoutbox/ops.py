@@ -30,6 +30,8 @@ def outbox_retry(conn: psycopg.Connection[Row], event_id: int | None) -> list[in
     if event_id is not None and conn.execute(queries.OUTBOX_EXISTS, {"id": event_id}).fetchone() is None:
         raise NotFoundError(f"no event with id {event_id} in the outbox")
     rows = conn.execute(queries.RETRY_NOW, {"all": event_id is None, "id": event_id or 0}).fetchall()
+    if rows:
+        conn.execute(queries.NOTIFY)  # relays pick them up now, not at their next poll
     return [int(r["id"]) for r in rows]
 
 

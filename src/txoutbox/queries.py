@@ -44,6 +44,12 @@ ins AS (
 SELECT count(*) FROM ins
 """
 
+# The same insert, waking listening relays at commit (one notification per transaction).
+INSERT_EVENTS_AND_NOTIFY = INSERT_EVENTS.replace(
+    "SELECT count(*) FROM ins",
+    f"SELECT n, pg_notify('{NOTIFY_CHANNEL}', '') FROM (SELECT count(*) AS n FROM ins) AS c",
+)
+
 # NOTIFY only wakes relays; they always re-query. Identical notifications of one transaction are folded
 # into one by PostgreSQL.
 NOTIFY = f"SELECT pg_notify('{NOTIFY_CHANNEL}', '')"
@@ -148,6 +154,8 @@ WHERE id = ANY(%(ids)s) AND locked_by = %(relay_id)s
 RELEASE_ALL = """
 UPDATE txoutbox.outbox SET locked_by = NULL, locked_until = NULL WHERE locked_by = %(relay_id)s
 """
+
+OUTBOX_COUNT = "SELECT count(*) FROM txoutbox.outbox"
 
 OUTBOX_STATS = """
 SELECT count(*) AS backlog,

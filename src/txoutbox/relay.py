@@ -512,7 +512,7 @@ class Relay:
     async def _backlog(self) -> int | None:
         try:
             async with self.pool.connection(timeout=2) as conn:
-                cur = await conn.execute("SELECT count(*) FROM txoutbox.outbox")
+                cur = await conn.execute(queries.OUTBOX_COUNT)
                 row = await cur.fetchone()
                 return int(row[0]) if row else 0
         except DB_ERRORS:

@@ -20,10 +20,7 @@ from txoutbox import queries
 from txoutbox.errors import TxOutboxError
 from txoutbox.event import Event
 
-_INSERT_AND_NOTIFY = queries.INSERT_EVENTS.replace(
-    "SELECT count(*) FROM ins",
-    f"SELECT n, pg_notify('{queries.NOTIFY_CHANNEL}', '') FROM (SELECT count(*) AS n FROM ins) AS c",
-)
+_INSERT_AND_NOTIFY = queries.INSERT_EVENTS_AND_NOTIFY
 _SQLA_INSERT = queries.as_sqlalchemy(queries.INSERT_EVENTS)
 _SQLA_INSERT_AND_NOTIFY = queries.as_sqlalchemy(_INSERT_AND_NOTIFY)
 

@@ -284,7 +284,6 @@ def outbox_retry(event_id: int | None, all_: bool, as_json: bool) -> None:
         raise click.UsageError("give an event id or --all")
     with _connect() as conn:
         ids = ops.outbox_retry(conn, None if all_ else event_id)
-        conn.execute("SELECT pg_notify('txoutbox_outbox', '')")
     if as_json:
         click.echo(to_json({"due_now": ids}))
     elif event_id is not None and not ids:
