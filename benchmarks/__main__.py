@@ -200,7 +200,7 @@ class Suite:
                     f"fauxqs limit (bare aiobotocore, SendMessageBatch of 10, {concurrency} in flight): "
                     f"{r['events_per_s']:,.0f} msg/s, sender CPU {r['cpu_seconds'] / r['seconds']:.0%}"
                 )
-        # For comparison only: the same sender with the relay's client settings (see txoutbox.publisher).
+        # For comparison only: the same sender with the relay's client settings (see txoutbox.publishers.sqs).
         queues = self.stack.new_queues("limit")
         proc = subprocess.run(
             python_module(

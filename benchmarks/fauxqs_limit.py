@@ -22,7 +22,7 @@ from benchmarks.infra import ARRIVAL, ARRIVAL_AT, DEPARTURE, DEPARTURE_AT, REGIO
 
 
 def _body(n: int, event_id: uuid.UUID) -> str:
-    """The same envelope the relay sends (see txoutbox.publisher.encode_envelope)."""
+    """The same envelope the relay sends (see txoutbox.wire.encode_envelope)."""
     data = {
         "arrivalAirport": ARRIVAL,
         "arrivalDateTime": ARRIVAL_AT,
@@ -83,7 +83,7 @@ async def send_all(
         config=config,
     ) as client:
         if lean:
-            from txoutbox.publisher import memoize_user_agent
+            from txoutbox.publishers.sqs_client import memoize_user_agent
 
             memoize_user_agent(client)
         # Warm up: connection pool, endpoint resolution, the first request's lazy set-up.

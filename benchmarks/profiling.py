@@ -32,13 +32,13 @@ from benchmarks.infra import RESULTS, Child, Stack, outbox_count, progress, seed
 # marker is a function name, or `pkg:a,b` for any frame in those packages (work of a client library that
 # runs in callbacks or tasks of its own, whose stacks do not show who asked for it).
 RELAY_STAGES = (
-    ("claim: the CLAIM statement and building the messages", "Relay._claim"),
-    ("acknowledge: DELETE of the published rows", "Relay._acknowledge"),
+    ("claim: the CLAIM statement and building the messages", "RelayStore.claim"),
+    ("acknowledge: DELETE of the published rows", "RelayStore.acknowledge"),
     ("SQS client: request build, signing, HTTP, response parsing", "AioBaseClient._make_api_call"),
     ("SQS client: request build, signing, HTTP, response parsing", "pkg:botocore,aiobotocore,aiohttp"),
     ("publish: batching, SendMessageBatch entries, results, metrics", "Relay._publish"),
     ("publish: batching, SendMessageBatch entries, results, metrics", "Relay._send"),
-    ("heartbeat, listener, health", "Relay._heartbeat"),
+    ("heartbeat, listener, health", "beat"),
     ("event loop, psycopg I/O, other", ""),
 )
 PAYMENTS_STAGES = (

@@ -12,7 +12,8 @@ import psycopg
 
 from txoutbox import Event, add_events
 from txoutbox.config import Settings
-from txoutbox.publisher import Publisher, SqsPublisher
+from txoutbox.publishers import Publisher
+from txoutbox.publishers.sqs import SqsPublisher
 from txoutbox.relay import Relay
 
 

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import psycopg
 from psycopg_pool import AsyncConnectionPool
+
+# What a lost or unreachable database raises: callers wait and retry these (relay, consumer).
+DB_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
 
 # TCP keepalives: a connection whose peer vanished (failover, network cut) is noticed within ~25 s.
 KEEPALIVES: dict[str, Any] = {

@@ -13,79 +13,27 @@ import asyncio
 import contextlib
 import logging
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
 from typing import Any
 
-import orjson
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from txoutbox import queries
 from txoutbox.config import Settings
-from txoutbox.connections import aio_sqs_client, open_pool
+from txoutbox.connections import DB_ERRORS, aio_sqs_client, open_pool
 from txoutbox.errors import TxOutboxError
-from txoutbox.publisher import classify, memoize_user_agent
-from txoutbox.relay import DB_ERRORS
+from txoutbox.publishers.sqs_client import memoize_user_agent
+from txoutbox.publishers.sqs_errors import classify
+from txoutbox.wire import InboundEvent, MalformedMessageError, parse_message
+
+__all__ = ["Consumer", "Handler", "InboundEvent", "MalformedMessageError"]
 
 log = logging.getLogger("txoutbox.consumer")
 
 
-class MalformedMessageError(TxOutboxError):
-    """A message is not a txoutbox envelope (or its data is not what the handler needs)."""
-
-
-@dataclass(frozen=True, slots=True)
-class InboundEvent:
-    """One received event: the envelope's fields, plus the SQS message it came in."""
-
-    event_id: uuid.UUID
-    event_type: str
-    aggregate_type: str
-    aggregate_id: str
-    occurred_at: str
-    data: Any
-    body: str
-    message_id: str
-    receipt_handle: str
-    receive_count: int
-
-
 Handler = Callable[[psycopg.AsyncConnection[Any], Sequence[InboundEvent]], Awaitable[None]]
-
-
-def parse_message(message: dict[str, Any]) -> InboundEvent:
-    """An SQS message as an event; MalformedMessageError saying what is wrong."""
-    body = message.get("Body", "")
-    try:
-        envelope = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise MalformedMessageError(f"body is not JSON ({exc})") from None
-    if not isinstance(envelope, dict):
-        raise MalformedMessageError("body is not a JSON object")
-    missing = [
-        k for k in ("eventId", "eventType", "aggregateType", "aggregateId", "data") if k not in envelope
-    ]
-    if missing:
-        raise MalformedMessageError(f"envelope lacks {', '.join(missing)}")
-    try:
-        event_id = uuid.UUID(str(envelope["eventId"]))
-    except ValueError:
-        raise MalformedMessageError(f"eventId {envelope['eventId']!r} is not a UUID") from None
-    return InboundEvent(
-        event_id=event_id,
-        event_type=str(envelope["eventType"]),
-        aggregate_type=str(envelope["aggregateType"]),
-        aggregate_id=str(envelope["aggregateId"]),
-        occurred_at=str(envelope.get("occurredAt", "")),
-        data=envelope["data"],
-        body=body,
-        message_id=message.get("MessageId", ""),
-        receipt_handle=message["ReceiptHandle"],
-        receive_count=int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1")),
-    )
 
 
 class Consumer:
@@ -181,7 +129,7 @@ class Consumer:
         while not self._stop.is_set():
             try:
                 messages = await self._receive()
-            except Exception as exc:  # translated in one place: publisher.classify
+            except Exception as exc:  # translated in one place: sqs_errors.classify
                 failure = classify(exc)
                 if self._broker_down_since is None:
                     self._broker_down_since = time.monotonic()

@@ -8,7 +8,7 @@ from typing import Any
 from txoutbox.config import Settings
 from txoutbox.connections import sqs_client
 from txoutbox.errors import BrokerUnavailableError, ConfigurationError
-from txoutbox.publisher import classify
+from txoutbox.publishers.sqs_errors import classify
 
 
 def client(settings: Settings) -> Any:

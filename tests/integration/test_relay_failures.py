@@ -19,7 +19,8 @@ from devstack.sqs import FauxqsProcess, set_fault
 from tests.helpers import apoll, outbox_count, running_relay, seed_events, sqs_publisher
 from txoutbox import Event, add_events, ops
 from txoutbox.config import Settings
-from txoutbox.publisher import EntryFailure, OutgoingMessage, SqsPublisher
+from txoutbox.publishers import EntryFailure, OutgoingMessage
+from txoutbox.publishers.sqs import SqsPublisher
 
 
 @pytest.fixture

@@ -6,10 +6,11 @@ import uuid
 
 import pytest
 
-from txoutbox.circuit import Circuit, CircuitState
-from txoutbox.publisher import OutgoingMessage
-from txoutbox.relay import _pack, _Row
-from txoutbox.retry import DeadLetter, RetryLater, RetryPolicy
+from txoutbox.publishers import OutgoingMessage
+from txoutbox.relay.circuit import Circuit, CircuitState
+from txoutbox.relay.engine import pack_batches
+from txoutbox.relay.retry import DeadLetter, RetryLater, RetryPolicy
+from txoutbox.relay.store import ClaimedRow
 
 
 def test_permanent_failure_is_dead_lettered_at_once() -> None:
@@ -56,18 +57,18 @@ def test_circuit_opens_once_probes_with_capped_backoff_and_closes() -> None:
     assert circuit.succeed() is None
 
 
-def _row(n: int, size: int) -> _Row:
+def _row(n: int, size: int) -> ClaimedRow:
     import datetime as dt
 
     message = OutgoingMessage(n, uuid.uuid4(), "T", str(n), "E", b"x" * size)
-    return _Row(n, 0, dt.datetime.now(dt.UTC), message)
+    return ClaimedRow(n, 0, dt.datetime.now(dt.UTC), message)
 
 
 def test_batches_respect_entry_and_byte_limits() -> None:
     rows = [_row(n, 100) for n in range(23)]
-    assert [len(b) for b in _pack(rows, 10, 1_000_000)] == [10, 10, 3]
+    assert [len(b) for b in pack_batches(rows, 10, 1_000_000)] == [10, 10, 3]
     big = [_row(n, 100_000) for n in range(5)]
-    batches = _pack(big, 10, 262_144)
+    batches = pack_batches(big, 10, 262_144)
     assert [len(b) for b in batches] == [2, 2, 1]
     assert all(sum(r.message.size for r in b) <= 262_144 for b in batches)
     assert [r.row_id for b in batches for r in b] == list(range(5))

@@ -9,9 +9,11 @@ import orjson
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
-from txoutbox.consumer import MalformedMessageError, parse_message
 from txoutbox.errors import BrokerUnavailableError
-from txoutbox.publisher import EntryFailure, OutgoingMessage, SqsPublisher, classify, encode_envelope
+from txoutbox.publishers import EntryFailure, OutgoingMessage
+from txoutbox.publishers.sqs import SqsPublisher
+from txoutbox.publishers.sqs_errors import classify
+from txoutbox.wire import MalformedMessageError, encode_envelope, parse_message
 
 
 def test_envelope_fields_and_data_spliced_verbatim() -> None:

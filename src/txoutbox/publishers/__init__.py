@@ -1,0 +1,70 @@
+"""Publishers: what the relay hands claimed events to, behind one small protocol.
+
+A publisher sorts every failure into one of two kinds, because the relay treats them very differently:
+- broker-wide (raised as `BrokerUnavailableError`: denied, unreachable, throttled, misconfigured, 5xx):
+  nothing is wrong with the events, so no attempt is counted and the relay's circuit opens;
+- per entry (returned as `EntryFailure`): this event was refused; `permanent` ones are dead-lettered at
+  once, the others retried with backoff.
+
+Implementations: `txoutbox.publishers.sqs.SqsPublisher` (Amazon SQS FIFO) and
+`txoutbox.publishers.null.NullPublisher` (accepts everything; benchmarks).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+__all__ = ["EntryFailure", "OutgoingMessage", "Publisher"]
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingMessage:
+    """One claimed event, encoded for the wire."""
+
+    row_id: int
+    event_id: uuid.UUID
+    aggregate_type: str
+    aggregate_id: str
+    event_type: str
+    body: bytes
+
+    @property
+    def size(self) -> int:
+        """Bytes SQS counts against its limit: the body plus the message attributes."""
+        return (
+            len(self.body) + len(self.event_type) + 36 + len("eventType") + len("eventId") + 2 * len("String")
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class EntryFailure:
+    """The broker (or a local check) refused one message of a batch."""
+
+    index: int
+    code: str
+    message: str
+    permanent: bool
+
+    @property
+    def reason(self) -> str:
+        return f"{self.code}: {self.message}"
+
+
+class Publisher(Protocol):
+    """Sends batches of messages to a broker."""
+
+    max_batch_entries: int
+    max_batch_bytes: int
+
+    def check(self, message: OutgoingMessage) -> EntryFailure | None:
+        """Refuse locally what the broker would refuse for good (size, characters), without a call."""
+
+    async def send_batch(self, messages: Sequence[OutgoingMessage]) -> list[EntryFailure]:
+        """Send one batch; return the failed entries (by index). Raise BrokerUnavailableError if the
+        broker as a whole did not take it."""
+
+    async def close(self) -> None:
+        """Release connections."""

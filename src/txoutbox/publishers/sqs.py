@@ -1,0 +1,153 @@
+"""Amazon SQS FIFO (or any SQS-protocol server) as the relay's broker."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Sequence
+from contextlib import AsyncExitStack
+from typing import Any
+
+from txoutbox.errors import BrokerUnavailableError
+from txoutbox.publishers import EntryFailure, OutgoingMessage
+from txoutbox.publishers.sqs_client import memoize_user_agent
+from txoutbox.publishers.sqs_errors import classify
+
+# SQS accepts only these characters in a message body (and attribute values).
+_SQS_INVALID_CHARS = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+# Printable ASCII, tab, LF and CR: a body made only of these (the usual case) is checked without decoding
+# it (a fifth of the cost); any other body goes through the regular expression above.
+_SQS_SAFE_ASCII = bytes([0x09, 0x0A, 0x0D, *range(0x20, 0x80)])
+SQS_MAX_BATCH_ENTRIES = 10
+SQS_MAX_BATCH_BYTES = 262_144  # the strictest total SendMessageBatch size any SQS region has enforced
+
+
+class SqsPublisher:
+    """Publishes through aiobotocore's SendMessageBatch.
+
+    MessageGroupId = aggregate id (order per aggregate), MessageDeduplicationId = event id (a re-sent event
+    within SQS's 5-minute window is dropped by SQS itself), attributes `eventType` and `eventId`.
+    """
+
+    max_batch_entries = SQS_MAX_BATCH_ENTRIES
+    max_batch_bytes = SQS_MAX_BATCH_BYTES
+
+    def __init__(
+        self,
+        queue_url: str,
+        *,
+        region: str,
+        endpoint_url: str | None = None,
+        local_credentials: bool = False,
+        max_message_bytes: int = 262_144,
+        max_connections: int = 16,
+        timeout_seconds: float = 5.0,
+    ) -> None:
+        self.queue_url = queue_url
+        self.max_message_bytes = max_message_bytes
+        self._region = region
+        self._endpoint_url = endpoint_url
+        self._local_credentials = local_credentials
+        self._max_connections = max_connections
+        self._timeout = timeout_seconds
+        self._client: Any = None
+        self._exit_stack: AsyncExitStack | None = None
+        self._lock = asyncio.Lock()
+
+    async def _get_client(self) -> Any:
+        if self._client is not None:
+            return self._client
+        async with self._lock:
+            if self._client is None:
+                from txoutbox.connections import aio_sqs_client
+
+                stack = AsyncExitStack()
+                client = await stack.enter_async_context(
+                    aio_sqs_client(
+                        self._region,
+                        self._endpoint_url,
+                        local=self._local_credentials,
+                        max_connections=self._max_connections,
+                        connect_timeout=self._timeout,
+                        read_timeout=self._timeout,
+                        validate_parameters=False,  # the entries are built here, never by a user
+                    )
+                )
+                memoize_user_agent(client)
+                self._client = client
+                self._exit_stack = stack
+        return self._client
+
+    async def open(self) -> None:
+        """Create the client now (imports, service model: about half a second), not on the first send."""
+        await self._get_client()
+
+    def check(self, message: OutgoingMessage) -> EntryFailure | None:
+        if message.size > self.max_message_bytes:
+            return EntryFailure(
+                0,
+                "MessageTooLong",
+                f"message is {message.size} bytes, over the queue's limit of {self.max_message_bytes} bytes",
+                permanent=True,
+            )
+        body = message.body
+        safe = body.isascii() and not body.translate(None, _SQS_SAFE_ASCII)
+        bad = None if safe else _SQS_INVALID_CHARS.search(body.decode())
+        if bad:
+            return EntryFailure(
+                0,
+                "InvalidMessageContents",
+                f"payload contains the character U+{ord(bad.group()):04X}, which SQS does not accept",
+                permanent=True,
+            )
+        return None
+
+    async def send_batch(self, messages: Sequence[OutgoingMessage]) -> list[EntryFailure]:
+        client = await self._get_client()
+        entries = [
+            {
+                "Id": str(i),
+                "MessageBody": m.body.decode(),
+                "MessageGroupId": m.aggregate_id,
+                "MessageDeduplicationId": m.event_id.hex,
+                "MessageAttributes": {
+                    "eventType": {"DataType": "String", "StringValue": m.event_type},
+                    "eventId": {"DataType": "String", "StringValue": str(m.event_id)},
+                },
+            }
+            for i, m in enumerate(messages)
+        ]
+        try:
+            response = await client.send_message_batch(QueueUrl=self.queue_url, Entries=entries)
+        except Exception as exc:
+            failure = classify(exc)
+            if isinstance(failure, BrokerUnavailableError):
+                raise failure from exc
+            if len(messages) > 1:
+                # The request as a whole was refused for its content: find the culprit by sending alone.
+                failures: list[EntryFailure] = []
+                for i, m in enumerate(messages):
+                    failures += [
+                        EntryFailure(i, f.code, f.message, f.permanent) for f in await self.send_batch([m])
+                    ]
+                return failures
+            return [EntryFailure(0, failure.code, failure.message, failure.permanent)]
+        return parse_batch_failures(response)
+
+    async def close(self) -> None:
+        if self._exit_stack is not None:
+            await self._exit_stack.aclose()
+            self._client = self._exit_stack = None
+
+
+def parse_batch_failures(response: dict[str, Any]) -> list[EntryFailure]:
+    """The per-entry `Failed` list of a SendMessageBatch answer: `SenderFault` ones are permanent."""
+    return [
+        EntryFailure(
+            int(f["Id"]),
+            f.get("Code", "Unknown"),
+            f.get("Message", ""),
+            permanent=bool(f.get("SenderFault")),
+        )
+        for f in response.get("Failed", [])
+    ]

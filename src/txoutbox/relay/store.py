@@ -1,0 +1,236 @@
+"""RelayStore: every SQL statement the relay runs (claim, acknowledge, release, backlog, heartbeat, alerts).
+
+The engine never holds SQL text or a connection: it asks the store. Each method is one short autocommit
+statement or one transaction; none is open while the broker is called.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from psycopg_pool import AsyncConnectionPool
+
+from txoutbox import queries
+from txoutbox.config import Settings
+from txoutbox.connections import DB_ERRORS, open_pool
+from txoutbox.health import read_health
+from txoutbox.publishers import OutgoingMessage
+from txoutbox.wire import encode_envelope
+
+log = logging.getLogger("txoutbox.relay")
+
+
+@dataclass(slots=True)
+class ClaimedRow:
+    """One leased outbox row, with its message ready to send."""
+
+    row_id: int
+    attempts: int
+    created_at: dt.datetime
+    message: OutgoingMessage
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What one claim came to; written back in one transaction."""
+
+    published: list[int] = field(default_factory=list)
+    failed_ids: list[int] = field(default_factory=list)
+    failed_errors: list[str] = field(default_factory=list)
+    failed_delays: list[float] = field(default_factory=list)
+    dead_ids: list[int] = field(default_factory=list)
+    dead_reasons: list[str] = field(default_factory=list)
+    released: list[int] = field(default_factory=list)
+
+
+class RelayStore:
+    """The relay's database side, on a pool of its own."""
+
+    def __init__(self, settings: Settings, relay_id: str) -> None:
+        self.settings = settings
+        self.relay_id = relay_id
+        self._pool: AsyncConnectionPool[Any] | None = None
+        self._down_since: float | None = None
+
+    async def open(self) -> None:
+        self._pool = await open_pool(
+            self.settings.database_url, max_size=self.settings.relay.workers + 3, name="txoutbox-relay"
+        )
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+
+    @property
+    def pool(self) -> AsyncConnectionPool[Any]:
+        assert self._pool is not None, "the relay is not running"
+        return self._pool
+
+    # -- reachability: one ERROR when the database goes, one INFO when it is back ------------------------
+
+    def failed(self, exc: BaseException) -> None:
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            log.error(
+                "database unavailable (%s: %s); retrying until it is back",
+                type(exc).__name__,
+                str(exc).strip().splitlines()[0] if str(exc).strip() else "",
+            )
+
+    def ok(self) -> None:
+        if self._down_since is not None:
+            log.info("database reachable again after %.1f s", time.monotonic() - self._down_since)
+            self._down_since = None
+
+    # -- the claim and its outcome -----------------------------------------------------------------------
+
+    async def claim(self, limit: int) -> list[ClaimedRow]:
+        """Lease up to `limit` claimable events (one statement), in id order, encoded for the wire."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                queries.CLAIM,
+                {
+                    "limit": limit,
+                    "relay_id": self.relay_id,
+                    "lease_seconds": self.settings.relay.lease_seconds,
+                },
+            )
+            records = await cur.fetchall()
+        rows = []
+        for (
+            row_id,
+            event_id,
+            aggregate_type,
+            aggregate_id,
+            event_type,
+            payload,
+            created_at,
+            attempts,
+        ) in sorted(records):  # by row id, the first column (ids are unique)
+            body = encode_envelope(event_id, event_type, aggregate_type, aggregate_id, created_at, payload)
+            rows.append(
+                ClaimedRow(
+                    row_id,
+                    attempts,
+                    created_at,
+                    OutgoingMessage(row_id, event_id, aggregate_type, aggregate_id, event_type, body),
+                )
+            )
+        return rows
+
+    def _statements(self, outcome: Outcome) -> list[tuple[str, dict[str, Any]]]:
+        statements: list[tuple[str, dict[str, Any]]] = []
+        if outcome.published:
+            statements.append((queries.DELETE_PUBLISHED, {"ids": outcome.published}))
+        if outcome.failed_ids:
+            statements.append(
+                (
+                    queries.RECORD_FAILURES,
+                    {
+                        "ids": outcome.failed_ids,
+                        "errors": outcome.failed_errors,
+                        "delays": outcome.failed_delays,
+                        "relay_id": self.relay_id,
+                    },
+                )
+            )
+        if outcome.dead_ids:
+            statements.append(
+                (
+                    queries.DEAD_LETTER,
+                    {"ids": outcome.dead_ids, "reasons": outcome.dead_reasons, "relay_id": self.relay_id},
+                )
+            )
+        if outcome.released:
+            statements.append((queries.RELEASE, {"ids": outcome.released, "relay_id": self.relay_id}))
+        return statements
+
+    async def acknowledge(self, outcome: Outcome, stopping: Callable[[], bool]) -> None:
+        """Write a claim's outcome in one transaction; keep trying through a database outage.
+
+        If it never lands (the process dies), the leases expire and the events are published again:
+        at least once. The broker's deduplication and the consumer's inbox absorb the repeat.
+        """
+        statements = self._statements(outcome)
+        if not statements:
+            return
+        delay = 0.05
+        deadline = time.monotonic() + self.settings.relay.lease_seconds
+        while True:
+            try:
+                async with self.pool.connection() as conn:
+                    if len(statements) == 1:
+                        # The usual outcome (all published): one statement is a transaction of its own,
+                        # one round trip instead of BEGIN / DELETE / COMMIT.
+                        await conn.execute(*statements[0])
+                    else:
+                        async with conn.pipeline(), conn.transaction():
+                            for sql, params in statements:
+                                await conn.execute(sql, params)
+                self.ok()
+                return
+            except DB_ERRORS as exc:
+                self.failed(exc)
+                if stopping() and time.monotonic() > deadline:
+                    log.warning(
+                        "gave up acknowledging %d events at shutdown; their leases will expire",
+                        len(outcome.published) + len(outcome.released),
+                    )
+                    return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    async def release_all(self) -> None:
+        """At shutdown: give back every lease of this relay and leave the registry."""
+        try:
+            async with self.pool.connection(timeout=3) as conn:
+                await conn.execute(queries.RELEASE_ALL, {"relay_id": self.relay_id})
+                await conn.execute(queries.RELAY_DEREGISTER, {"relay_id": self.relay_id})
+        except DB_ERRORS as exc:
+            log.warning("could not release leases at shutdown (%s); they expire on their own", exc)
+
+    async def backlog(self) -> int | None:
+        """Events in the outbox, or None when the database does not answer quickly."""
+        try:
+            async with self.pool.connection(timeout=2) as conn:
+                cur = await conn.execute(queries.OUTBOX_COUNT)
+                row = await cur.fetchone()
+                return int(row[0]) if row else 0
+        except DB_ERRORS:
+            return None
+
+    # -- side jobs -----------------------------------------------------------------------------------------
+
+    async def heartbeat(self, circuit_state: str, circuit_reason: str | None) -> dict[str, Any]:
+        """Register this relay's circuit, prune long-silent relays, and return the system's health."""
+        async with self.pool.connection(timeout=5) as conn:
+            await conn.execute(
+                queries.RELAY_HEARTBEAT,
+                {
+                    "relay_id": self.relay_id,
+                    "hostname": socket.gethostname(),
+                    "pid": os.getpid(),
+                    "circuit_state": circuit_state,
+                    "circuit_reason": circuit_reason,
+                },
+            )
+            health = await read_health(conn, self.settings)
+            await conn.execute(queries.RELAY_PRUNE)
+        return health
+
+    async def flip_alert(self, state: str, detail: dict[str, Any]) -> bool:
+        """Set the shared alert state; True when this call changed it (its caller sends the alert)."""
+        async with self.pool.connection(timeout=5) as conn:
+            cur = await conn.execute(
+                queries.ALERT_FLIP, {"name": "outbox", "state": state, "detail": json.dumps(detail)}
+            )
+            return await cur.fetchone() is not None
