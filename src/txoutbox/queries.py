@@ -10,18 +10,21 @@ import re
 
 NOTIFY_CHANNEL = "txoutbox_outbox"
 
-# Writers of the same aggregate are serialised by a transaction-scoped advisory lock taken BEFORE the
-# identity value is drawn, so within an aggregate id order equals commit order and the relay can never
-# see a later event of an aggregate committed before an earlier one. Keys are sorted: two transactions
-# writing the same aggregates take their locks in the same order. (The two-int advisory lock space, with
-# our own class id, stays clear of applications' bigint advisory locks.)
-ADVISORY_LOCK_CLASS = 0x7478  # "tx"
-# Aggregates hash into this many lock buckets, so a bulk write of 100,000 aggregates takes at most 1,024
-# locks (PostgreSQL's lock table is finite: max_locks_per_transaction x max_connections). Two writers of
-# different aggregates in the same bucket merely commit one after the other.
-ADVISORY_LOCK_BUCKETS = 1024
+# Per-aggregate order. Writers of one aggregate are serialised by a lock ROW in txoutbox.aggregate_locks
+# (migration 0005), inserted BEFORE the outbox identity values are drawn and deleted again by the same
+# transaction (AGGREGATE_UNLOCK): a second writer of the aggregate waits on the first's uncommitted row until
+# it commits or rolls back, then finds the row gone and takes its own. So within an aggregate, id order
+# equals commit order, which is what the relay's claim relies on: it hands out an aggregate's events by row
+# id, the lowest still in the outbox first, and could otherwise publish event 2 before a slower writer
+# commits event 1. Writers of different aggregates touch different rows and never wait on each other (the
+# old 1,024 hashed advisory-lock buckets made unrelated writers wait, and deadlock across calls). Row locks
+# live in the rows, not in PostgreSQL's finite lock table, so a bulk write of any number of aggregates takes
+# them all. Rows are taken sorted within a call; two transactions writing the SAME aggregates in opposite
+# order across calls can still deadlock (PostgreSQL aborts one). `DO UPDATE ... WHERE false` never updates:
+# it only locks a row that was somehow left behind, so writers still serialise on it.
+ADVISORY_LOCK_CLASS = 0x7478  # "tx": txoutbox's class in the two-int advisory lock space
 
-INSERT_EVENTS = f"""
+INSERT_EVENTS = """
 WITH ev AS (
     SELECT *
     FROM unnest(
@@ -29,14 +32,20 @@ WITH ev AS (
         CAST(%(event_types)s AS text[]), CAST(%(payloads)s AS jsonb[])
     ) WITH ORDINALITY AS e(event_id, aggregate_type, aggregate_id, event_type, payload, n)
 ),
+locked AS (
+    INSERT INTO txoutbox.aggregate_locks (aggregate_type, aggregate_id)
+    SELECT DISTINCT aggregate_type, aggregate_id FROM ev ORDER BY 1, 2
+    ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE SET aggregate_id = excluded.aggregate_id WHERE false
+    RETURNING 1
+),
 ordered AS (
-    SELECT count(pg_advisory_xact_lock({ADVISORY_LOCK_CLASS}, k)) AS locks
-    FROM (SELECT DISTINCT hashtext(aggregate_type || ':' || aggregate_id) & {ADVISORY_LOCK_BUCKETS - 1} AS k
-          FROM ev ORDER BY 1) AS keys
+    SELECT count(*) AS locks FROM locked
 ),
 ins AS (
-    INSERT INTO txoutbox.outbox (event_id, aggregate_type, aggregate_id, event_type, payload)
-    SELECT ev.event_id, ev.aggregate_type, ev.aggregate_id, ev.event_type, ev.payload
+    INSERT INTO txoutbox.outbox (event_id, aggregate_type, aggregate_id, event_type, payload, traceparent,
+                                 tracestate)
+    SELECT ev.event_id, ev.aggregate_type, ev.aggregate_id, ev.event_type, ev.payload,
+           CAST(%(traceparent)s AS text), CAST(%(tracestate)s AS text)
     FROM ev CROSS JOIN ordered
     ORDER BY ev.n
     RETURNING 1
@@ -49,6 +58,13 @@ INSERT_EVENTS_AND_NOTIFY = INSERT_EVENTS.replace(
     "SELECT count(*) FROM ins",
     f"SELECT n, pg_notify('{NOTIFY_CHANNEL}', '') FROM (SELECT count(*) AS n FROM ins) AS c",
 )
+
+# The writer's second statement: its lock rows leave with its transaction (see INSERT_EVENTS).
+AGGREGATE_UNLOCK = """
+DELETE FROM txoutbox.aggregate_locks AS l
+USING unnest(CAST(%(aggregate_types)s AS text[]), CAST(%(aggregate_ids)s AS text[])) AS k(t, i)
+WHERE l.aggregate_type = k.t AND l.aggregate_id = k.i
+"""
 
 # NOTIFY only wakes relays; they always re-query. Identical notifications of one transaction are folded
 # into one by PostgreSQL.
@@ -112,7 +128,7 @@ SET locked_by = %(relay_id)s, locked_until = now() + make_interval(secs => %(lea
 FROM claimable AS c
 WHERE o.id = c.id
 RETURNING o.id, o.event_id, o.aggregate_type, o.aggregate_id, o.event_type, o.payload::text, o.created_at,
-          o.attempts
+          o.attempts, o.traceparent, o.tracestate
 """
 
 # Published: gone. Whoever holds the lease now, the broker has the message.
@@ -136,11 +152,13 @@ WITH f AS (
 moved AS (
     DELETE FROM txoutbox.outbox AS o USING f WHERE o.id = f.id AND o.locked_by = %(relay_id)s
     RETURNING o.id, o.event_id, o.aggregate_type, o.aggregate_id, o.event_type, o.payload, o.created_at,
-              o.attempts, f.reason
+              o.attempts, f.reason, o.traceparent, o.tracestate
 )
 INSERT INTO txoutbox.dead_letters
-    (id, event_id, aggregate_type, aggregate_id, event_type, payload, created_at, attempts, reason)
-SELECT id, event_id, aggregate_type, aggregate_id, event_type, payload, created_at, attempts + 1, reason
+    (id, event_id, aggregate_type, aggregate_id, event_type, payload, created_at, attempts, reason, traceparent,
+     tracestate)
+SELECT id, event_id, aggregate_type, aggregate_id, event_type, payload, created_at, attempts + 1, reason,
+       traceparent, tracestate
 FROM moved
 """
 
@@ -215,10 +233,13 @@ FROM txoutbox.dead_letters WHERE id = %(id)s
 DEAD_LETTER_RETRY = """
 WITH moved AS (
     DELETE FROM txoutbox.dead_letters WHERE %(all)s OR id = %(id)s
-    RETURNING id, event_id, aggregate_type, aggregate_id, event_type, payload, created_at
+    RETURNING id, event_id, aggregate_type, aggregate_id, event_type, payload, created_at, traceparent,
+              tracestate
 )
-INSERT INTO txoutbox.outbox (id, event_id, aggregate_type, aggregate_id, event_type, payload, created_at)
-SELECT id, event_id, aggregate_type, aggregate_id, event_type, payload, created_at FROM moved
+INSERT INTO txoutbox.outbox
+    (id, event_id, aggregate_type, aggregate_id, event_type, payload, created_at, traceparent, tracestate)
+SELECT id, event_id, aggregate_type, aggregate_id, event_type, payload, created_at, traceparent, tracestate
+FROM moved
 RETURNING id
 """
 
@@ -287,3 +308,74 @@ UPDATE txoutbox.alerts SET state = %(state)s, detail = %(detail)s, changed_at = 
 WHERE name = %(name)s AND state <> %(state)s
 RETURNING name, state, changed_at
 """
+
+# -- retention and replay (txoutbox.retention, `txoutbox published|replay|retention`) ---------------------
+
+# Published, with retention on: the rows leave the outbox and land in the archive in one statement.
+ARCHIVE_PUBLISHED = """
+WITH moved AS (
+    DELETE FROM txoutbox.outbox WHERE id = ANY(%(ids)s)
+    RETURNING id, event_id, aggregate_type, aggregate_id, event_type, payload, created_at, traceparent,
+              tracestate
+)
+INSERT INTO txoutbox.published
+    (id, event_id, aggregate_type, aggregate_id, event_type, payload, created_at, traceparent, tracestate)
+SELECT id, event_id, aggregate_type, aggregate_id, event_type, payload, created_at, traceparent, tracestate
+FROM moved
+"""
+
+# One maintainer at a time (relays and `txoutbox retention` may run together).
+RETENTION_LOCK = f"SELECT pg_try_advisory_xact_lock({ADVISORY_LOCK_CLASS}, 1024)"
+
+PUBLISHED_PARTITIONS = """
+SELECT c.relname
+FROM pg_inherits AS i JOIN pg_class AS c ON c.oid = i.inhrelid
+WHERE i.inhparent = 'txoutbox.published'::regclass AND left(c.relname, 11) = 'published_p'
+ORDER BY c.relname
+"""
+
+PUBLISHED_DEFAULT_COUNT = "SELECT count(*) FROM txoutbox.published_default"
+# The UTC days of rows caught by the default partition: each gets its partition (and is then expired as usual).
+PUBLISHED_DEFAULT_DAYS = """
+SELECT DISTINCT (published_at AT TIME ZONE 'UTC')::date AS day FROM txoutbox.published_default ORDER BY 1
+"""
+
+# DDL templates: `{name}` is a partition's name, composed with psycopg.sql.Identifier; the bounds are
+# literals composed with psycopg.sql.Literal (DDL takes no parameters).
+CREATE_PUBLISHED_PARTITION = (
+    "CREATE TABLE IF NOT EXISTS txoutbox.{name} PARTITION OF txoutbox.published FOR VALUES FROM ({lo}) TO ({hi})"
+)
+DROP_PUBLISHED_PARTITION = "DROP TABLE IF EXISTS txoutbox.{name}"
+# Rows that fell into the default partition for a day that now gets its own: moved out first, or
+# PostgreSQL refuses to create the partition.
+STASH_DEFAULT_ROWS = """
+CREATE TEMPORARY TABLE published_stash ON COMMIT DROP AS
+WITH moved AS (
+    DELETE FROM txoutbox.published_default WHERE published_at >= {lo} AND published_at < {hi} RETURNING *
+)
+SELECT * FROM moved
+"""
+UNSTASH_DEFAULT_ROWS = "INSERT INTO txoutbox.published SELECT * FROM published_stash"
+
+# The archive, filtered; every filter is optional (NULL: any). Ordered by outbox id: within an aggregate
+# that is the order the events were written (and published) in. Paged by id (`after_id`), so a replay
+# never holds a transaction open while it sends.
+_PUBLISHED_FILTER = """
+WHERE id > %(after_id)s
+  AND (%(aggregate_type)s::text IS NULL OR aggregate_type = %(aggregate_type)s)
+  AND (%(aggregate_id)s::text IS NULL OR aggregate_id = %(aggregate_id)s)
+  AND (%(event_type)s::text IS NULL OR event_type = %(event_type)s)
+  AND (%(since)s::timestamptz IS NULL OR created_at >= %(since)s)
+  AND (%(until)s::timestamptz IS NULL OR created_at < %(until)s)
+"""
+PUBLISHED_LIST = f"""
+SELECT id, event_id, aggregate_type, aggregate_id, event_type, created_at, published_at
+FROM txoutbox.published {_PUBLISHED_FILTER}
+ORDER BY id LIMIT %(limit)s
+"""
+PUBLISHED_FOR_REPLAY = f"""
+SELECT id, event_id, aggregate_type, aggregate_id, event_type, created_at, payload::text AS payload
+FROM txoutbox.published {_PUBLISHED_FILTER}
+ORDER BY id LIMIT %(limit)s
+"""
+PUBLISHED_COUNT = f"SELECT count(*) AS n FROM txoutbox.published {_PUBLISHED_FILTER}"

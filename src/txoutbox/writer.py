@@ -19,15 +19,17 @@ from typing import Any
 from txoutbox import queries
 from txoutbox.errors import TxOutboxError
 from txoutbox.event import Event
+from txoutbox.tracing import current_trace_context
 
 _INSERT_AND_NOTIFY = queries.INSERT_EVENTS_AND_NOTIFY
 _SQLA_INSERT = queries.as_sqlalchemy(queries.INSERT_EVENTS)
 _SQLA_INSERT_AND_NOTIFY = queries.as_sqlalchemy(_INSERT_AND_NOTIFY)
+_SQLA_UNLOCK = queries.as_sqlalchemy(queries.AGGREGATE_UNLOCK)
 
 
-def _params(events: Iterable[Event]) -> tuple[dict[str, list[Any]], list[uuid.UUID]]:
+def _params(events: Iterable[Event]) -> tuple[dict[str, Any], list[uuid.UUID]]:
     ids: list[uuid.UUID] = []
-    params: dict[str, list[Any]] = {
+    params: dict[str, Any] = {
         "event_ids": ids,
         "aggregate_types": [],
         "aggregate_ids": [],
@@ -43,6 +45,8 @@ def _params(events: Iterable[Event]) -> tuple[dict[str, list[Any]], list[uuid.UU
         params["aggregate_ids"].append(event.aggregate_id)
         params["event_types"].append(event.event_type)
         params["payloads"].append(payload.decode())
+    # The writer's trace context, for the relay's and the consumer's spans (None without OpenTelemetry).
+    params["traceparent"], params["tracestate"] = current_trace_context()
     return params, ids
 
 
@@ -81,11 +85,16 @@ def add_events(conn: Any, events: Iterable[Event], *, notify: bool = True) -> li
         return ids
     if _kind(conn) == "psycopg":
         _require_transaction(conn)
-        conn.execute(_INSERT_AND_NOTIFY if notify else queries.INSERT_EVENTS, params)
+        # Two statements (insert behind the aggregates' lock rows, then delete the lock rows: see
+        # queries.INSERT_EVENTS), sent in one round trip.
+        with getattr(conn, "connection", conn).pipeline():
+            conn.execute(_INSERT_AND_NOTIFY if notify else queries.INSERT_EVENTS, params)
+            conn.execute(queries.AGGREGATE_UNLOCK, params)
     else:
         from sqlalchemy import text
 
         conn.execute(text(_SQLA_INSERT_AND_NOTIFY if notify else _SQLA_INSERT), params)
+        conn.execute(text(_SQLA_UNLOCK), params)
     return ids
 
 
@@ -101,11 +110,14 @@ async def add_events_async(conn: Any, events: Iterable[Event], *, notify: bool =
         return ids
     if _kind(conn) == "psycopg":
         _require_transaction(conn)
-        await conn.execute(_INSERT_AND_NOTIFY if notify else queries.INSERT_EVENTS, params)
+        async with getattr(conn, "connection", conn).pipeline():
+            await conn.execute(_INSERT_AND_NOTIFY if notify else queries.INSERT_EVENTS, params)
+            await conn.execute(queries.AGGREGATE_UNLOCK, params)
     else:
         from sqlalchemy import text
 
         await conn.execute(text(_SQLA_INSERT_AND_NOTIFY if notify else _SQLA_INSERT), params)
+        await conn.execute(text(_SQLA_UNLOCK), params)
     return ids
 
 

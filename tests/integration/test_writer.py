@@ -121,3 +121,79 @@ def test_writers_of_one_aggregate_commit_in_id_order(
     thread.join(10)
     assert done.is_set()
     assert [row[3] for row in _events(conn)] == ["First", "Second"]
+
+
+def _colliding_pairs(conn: psycopg.Connection[Any], pairs: int) -> list[tuple[str, str]]:
+    """Pairs of unrelated aggregate ids that shared a lock bucket under the old 1,024-bucket hashing."""
+    rows = conn.execute(
+        """
+        SELECT min(id), max(id) FROM (
+            SELECT 'a' || n AS id, hashtext('Order:a' || n) & 1023 AS bucket
+            FROM generate_series(1, 5000) AS n
+        ) AS s GROUP BY bucket HAVING count(*) > 1 ORDER BY bucket LIMIT %s
+        """,
+        (pairs,),
+    ).fetchall()
+    return [(str(a), str(b)) for a, b in rows]
+
+
+def test_writers_of_unrelated_aggregates_never_wait_or_deadlock(
+    database_url: str, conn: psycopg.Connection[Any]
+) -> None:
+    """Two transactions, four unrelated aggregates in opposite order across separate calls: no wait.
+
+    Under the old hashed lock buckets, a1/a2 and b1/b2 shared buckets: T1 held a1's bucket and waited for
+    b1's, T2 held b2's and waited for a2's: a deadlock, one of them aborted by PostgreSQL.
+    """
+    (a1, a2), (b1, b2) = _colliding_pairs(conn, 2)
+    t1 = psycopg.connect(database_url)
+    t2 = psycopg.connect(database_url)
+    try:
+        for c in (t1, t2):
+            c.execute("SET lock_timeout = '10s'")  # a bug ends the test as an error, never as a hang
+        add_event(t1, Event("Order", a1, "A", {}))
+        add_event(t2, Event("Order", b2, "B", {}))
+        failures: list[BaseException] = []
+
+        def call(c: psycopg.Connection[Any], aggregate: str) -> None:
+            try:
+                add_event(c, Event("Order", aggregate, "X", {}))
+            except psycopg.Error as exc:
+                failures.append(exc)
+
+        thread = threading.Thread(target=call, args=(t1, b1))
+        thread.start()
+        call(t2, a2)
+        thread.join(15)
+        assert failures == []  # old buckets: psycopg.errors.DeadlockDetected in one of the two
+        waited = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE wait_event_type = 'Lock' AND datname = current_database()"
+        ).fetchone()
+        assert waited == (0,)
+        t1.commit()
+        t2.commit()
+    finally:
+        t1.close()
+        t2.close()
+    assert sorted(row[2] for row in _events(conn)) == sorted([a1, a2, b1, b2])
+
+
+def test_bulk_write_of_20000_aggregates_does_not_stall_a_booking(
+    database_url: str, conn: psycopg.Connection[Any]
+) -> None:
+    bulk = psycopg.connect(database_url)
+    try:
+        add_events(bulk, [Event("Order", f"bulk-{n}", "Imported", {"n": n}) for n in range(20_000)])
+        # The bulk transaction is still open, holding the locks of its 20,000 aggregates.
+        with psycopg.connect(database_url) as booking:
+            booking.execute("SET lock_timeout = '3s'")  # waiting on the bulk write fails the test
+            add_event(booking, Event("Flight", "booking-1", "FlightBooked", {"id": 1}))
+        assert [row[2] for row in _events(conn)] == ["booking-1"]
+        bulk.commit()
+    finally:
+        bulk.close()
+    row = conn.execute("SELECT count(*), count(DISTINCT aggregate_id) FROM txoutbox.outbox").fetchone()
+    assert row == (20_001, 20_001)
+    locks = conn.execute("SELECT count(*) FROM txoutbox.aggregate_locks").fetchone()
+    assert locks == (0,)  # the lock rows leave with their transaction
