@@ -155,8 +155,8 @@ moved AS (
               o.attempts, f.reason, o.traceparent, o.tracestate
 )
 INSERT INTO txoutbox.dead_letters
-    (id, event_id, aggregate_type, aggregate_id, event_type, payload, created_at, attempts, reason, traceparent,
-     tracestate)
+    (id, event_id, aggregate_type, aggregate_id, event_type, payload, created_at, attempts, reason,
+     traceparent, tracestate)
 SELECT id, event_id, aggregate_type, aggregate_id, event_type, payload, created_at, attempts + 1, reason,
        traceparent, tracestate
 FROM moved
@@ -167,6 +167,14 @@ FROM moved
 RELEASE = """
 UPDATE txoutbox.outbox SET locked_by = NULL, locked_until = NULL
 WHERE id = ANY(%(ids)s) AND locked_by = %(relay_id)s
+"""
+
+# Extend the leases of claimed rows still ours; a row not returned was taken by another relay after our
+# lease ran out, and must not be published by us any more.
+RENEW_LEASES = """
+UPDATE txoutbox.outbox SET locked_until = now() + make_interval(secs => %(lease_seconds)s)
+WHERE id = ANY(%(ids)s) AND locked_by = %(relay_id)s
+RETURNING id
 """
 
 RELEASE_ALL = """
@@ -253,9 +261,16 @@ ON CONFLICT DO NOTHING
 RETURNING event_id
 """
 
+# One small batch of a consumer's expired inbox rows, oldest first (inbox_processed_idx): short transactions,
+# never a long lock or a burst of WAL. Rows a concurrent pruner holds are skipped.
 INBOX_PRUNE = """
-DELETE FROM txoutbox.inbox WHERE consumer = %(consumer)s
-  AND processed_at < now() - make_interval(secs => %(older_than_seconds)s)
+DELETE FROM txoutbox.inbox AS i
+USING (SELECT consumer, event_id FROM txoutbox.inbox
+       WHERE consumer = %(consumer)s AND processed_at < now() - make_interval(secs => %(older_than_seconds)s)
+       ORDER BY processed_at
+       LIMIT %(batch)s
+       FOR UPDATE SKIP LOCKED) AS old
+WHERE i.consumer = old.consumer AND i.event_id = old.event_id
 """
 
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s")
@@ -279,13 +294,16 @@ def as_positional(sql: str) -> tuple[str, list[str]]:
     return _PLACEHOLDER.sub(number, sql), names
 
 
-# Relay registry: heartbeats with the circuit state; rows of relays silent for long are ignored and pruned.
+# Relay registry: heartbeats with the circuit state and the events published since the relay started (the
+# console charts the publish rate from it); rows of relays silent for long are ignored and pruned.
 RELAY_HEARTBEAT = """
-INSERT INTO txoutbox.relays AS r (relay_id, hostname, pid, circuit_state, circuit_reason, circuit_opened_at)
+INSERT INTO txoutbox.relays AS r
+    (relay_id, hostname, pid, circuit_state, circuit_reason, circuit_opened_at, published_total)
 VALUES (%(relay_id)s, %(hostname)s, %(pid)s, %(circuit_state)s, %(circuit_reason)s,
-        CASE WHEN %(circuit_state)s = 'closed' THEN NULL ELSE now() END)
+        CASE WHEN %(circuit_state)s = 'closed' THEN NULL ELSE now() END, %(published_total)s)
 ON CONFLICT (relay_id) DO UPDATE
 SET heartbeat_at = now(), circuit_state = excluded.circuit_state, circuit_reason = excluded.circuit_reason,
+    published_total = excluded.published_total,
     circuit_opened_at = CASE WHEN excluded.circuit_state = 'closed' THEN NULL
                              ELSE COALESCE(r.circuit_opened_at, now()) END
 """
@@ -327,6 +345,9 @@ FROM moved
 # One maintainer at a time (relays and `txoutbox retention` may run together).
 RETENTION_LOCK = f"SELECT pg_try_advisory_xact_lock({ADVISORY_LOCK_CLASS}, 1024)"
 
+# DDL on the archive waits at most this long for its lock: acknowledgements must not queue behind it.
+RETENTION_LOCK_TIMEOUT = "SET LOCAL lock_timeout = '5s'"
+
 PUBLISHED_PARTITIONS = """
 SELECT c.relname
 FROM pg_inherits AS i JOIN pg_class AS c ON c.oid = i.inhrelid
@@ -335,27 +356,30 @@ ORDER BY c.relname
 """
 
 PUBLISHED_DEFAULT_COUNT = "SELECT count(*) FROM txoutbox.published_default"
-# The UTC days of rows caught by the default partition: each gets its partition (and is then expired as usual).
+# The UTC days of rows caught by the default partition: each gets its partition (then expires as usual).
 PUBLISHED_DEFAULT_DAYS = """
 SELECT DISTINCT (published_at AT TIME ZONE 'UTC')::date AS day FROM txoutbox.published_default ORDER BY 1
 """
 
 # DDL templates: `{name}` is a partition's name, composed with psycopg.sql.Identifier; the bounds are
 # literals composed with psycopg.sql.Literal (DDL takes no parameters).
-CREATE_PUBLISHED_PARTITION = (
-    "CREATE TABLE IF NOT EXISTS txoutbox.{name} PARTITION OF txoutbox.published FOR VALUES FROM ({lo}) TO ({hi})"
-)
-DROP_PUBLISHED_PARTITION = "DROP TABLE IF EXISTS txoutbox.{name}"
-# Rows that fell into the default partition for a day that now gets its own: moved out first, or
-# PostgreSQL refuses to create the partition.
-STASH_DEFAULT_ROWS = """
-CREATE TEMPORARY TABLE published_stash ON COMMIT DROP AS
-WITH moved AS (
-    DELETE FROM txoutbox.published_default WHERE published_at >= {lo} AND published_at < {hi} RETURNING *
-)
-SELECT * FROM moved
+CREATE_PUBLISHED_PARTITION = """
+CREATE TABLE IF NOT EXISTS txoutbox.{name} PARTITION OF txoutbox.published FOR VALUES FROM ({lo}) TO ({hi})
 """
-UNSTASH_DEFAULT_ROWS = "INSERT INTO txoutbox.published SELECT * FROM published_stash"
+DROP_PUBLISHED_PARTITION = "DROP TABLE IF EXISTS txoutbox.{name}"
+# Rows the default partition caught for a day that now gets its own partition: PostgreSQL refuses to create
+# a partition whose rows sit in the default, so the default is detached, the day created, its rows moved
+# into it, and the default attached again (one transaction; rare: only when the job fell days behind).
+DETACH_PUBLISHED_DEFAULT = "ALTER TABLE txoutbox.published DETACH PARTITION txoutbox.published_default"
+ATTACH_PUBLISHED_DEFAULT = (
+    "ALTER TABLE txoutbox.published ATTACH PARTITION txoutbox.published_default DEFAULT"
+)
+MOVE_FROM_PUBLISHED_DEFAULT = """
+WITH moved AS (
+    DELETE FROM txoutbox.published_default WHERE published_at >= %(lo)s AND published_at < %(hi)s RETURNING *
+)
+INSERT INTO txoutbox.published SELECT * FROM moved
+"""
 
 # The archive, filtered; every filter is optional (NULL: any). Ordered by outbox id: within an aggregate
 # that is the order the events were written (and published) in. Paged by id (`after_id`), so a replay

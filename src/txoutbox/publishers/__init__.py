@@ -13,9 +13,11 @@ Implementations: `txoutbox.publishers.sqs.SqsPublisher` (Amazon SQS FIFO) and
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
+
+from txoutbox.tracing import send_size
 
 __all__ = ["EntryFailure", "OutgoingMessage", "Publisher"]
 
@@ -30,12 +32,24 @@ class OutgoingMessage:
     aggregate_id: str
     event_type: str
     body: bytes
+    traceparent: str | None = None  # the writer's trace context (txoutbox.tracing)
+    tracestate: str | None = None
+    # `txoutbox replay`: extra string attributes (the replay mark) and its own deduplication id
+    attributes: Mapping[str, str] = field(default_factory=dict)
+    deduplication_id: str | None = None
 
     @property
     def size(self) -> int:
         """Bytes SQS counts against its limit: the body plus the message attributes."""
         return (
-            len(self.body) + len(self.event_type) + 36 + len("eventType") + len("eventId") + 2 * len("String")
+            len(self.body)
+            + len(self.event_type)
+            + 36
+            + len("eventType")
+            + len("eventId")
+            + 2 * len("String")
+            + send_size(self)
+            + sum(len(k) + len(v) + len("String") for k, v in self.attributes.items())
         )
 
 
@@ -65,6 +79,10 @@ class Publisher(Protocol):
     async def send_batch(self, messages: Sequence[OutgoingMessage]) -> list[EntryFailure]:
         """Send one batch; return the failed entries (by index). Raise BrokerUnavailableError if the
         broker as a whole did not take it."""
+
+    async def probe(self) -> None:
+        """A cheap call proving the broker takes our requests and is set up as we need (queue exists, is
+        FIFO). Raise BrokerUnavailableError, with the reason, if not."""
 
     async def close(self) -> None:
         """Release connections."""

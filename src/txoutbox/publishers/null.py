@@ -20,5 +20,8 @@ class NullPublisher:
     async def send_batch(self, messages: Sequence[OutgoingMessage]) -> list[EntryFailure]:
         return []
 
+    async def probe(self) -> None:
+        return None
+
     async def close(self) -> None:
         return None

@@ -12,6 +12,7 @@ from txoutbox.errors import BrokerUnavailableError
 from txoutbox.publishers import EntryFailure, OutgoingMessage
 from txoutbox.publishers.sqs_client import memoize_user_agent
 from txoutbox.publishers.sqs_errors import classify
+from txoutbox.tracing import SendSpans
 
 # SQS accepts only these characters in a message body (and attribute values).
 _SQS_INVALID_CHARS = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
@@ -82,6 +83,24 @@ class SqsPublisher:
         """Create the client now (imports, service model: about half a second), not on the first send."""
         await self._get_client()
 
+    async def probe(self) -> None:
+        """GetQueueAttributes: the queue exists, we may use it, and it is FIFO (a standard queue would
+        lose the per-aggregate order; fauxqs, unlike SQS, even accepts group ids on one)."""
+        client = await self._get_client()
+        try:
+            response = await client.get_queue_attributes(
+                QueueUrl=self.queue_url, AttributeNames=["FifoQueue"]
+            )
+        except Exception as exc:
+            failure = classify(exc)
+            if isinstance(failure, BrokerUnavailableError):
+                raise failure from exc
+            raise BrokerUnavailableError(failure.code, failure.message) from exc
+        if response.get("Attributes", {}).get("FifoQueue") != "true":
+            raise BrokerUnavailableError(
+                "QueueNotFifo", "the queue is not a FIFO queue; txoutbox needs one (name ending in .fifo)"
+            )
+
     def check(self, message: OutgoingMessage) -> EntryFailure | None:
         if message.size > self.max_message_bytes:
             return EntryFailure(
@@ -103,19 +122,40 @@ class SqsPublisher:
         return None
 
     async def send_batch(self, messages: Sequence[OutgoingMessage]) -> list[EntryFailure]:
+        spans = SendSpans(self.queue_url, messages)
+        sent: dict[int, str] = {}
+        try:
+            failures = await self._send(messages, range(len(messages)), spans, sent)
+        except BrokerUnavailableError as exc:
+            spans.finish(sent, {}, broker_error=str(exc))
+            raise
+        spans.finish(sent, {f.index: f.reason for f in failures})
+        return failures
+
+    async def _send(
+        self,
+        messages: Sequence[OutgoingMessage],
+        indexes: Sequence[int],
+        spans: SendSpans,
+        sent: dict[int, str],
+    ) -> list[EntryFailure]:
+        """Send `messages` (at `indexes` of the caller's batch); failures by the caller's index; the SQS
+        MessageId of each sent message into `sent`."""
         client = await self._get_client()
         entries = [
             {
                 "Id": str(i),
                 "MessageBody": m.body.decode(),
                 "MessageGroupId": m.aggregate_id,
-                "MessageDeduplicationId": m.event_id.hex,
+                "MessageDeduplicationId": m.deduplication_id or m.event_id.hex,
                 "MessageAttributes": {
                     "eventType": {"DataType": "String", "StringValue": m.event_type},
                     "eventId": {"DataType": "String", "StringValue": str(m.event_id)},
+                    **{k: {"DataType": "String", "StringValue": v} for k, v in m.attributes.items()},
+                    **spans.message_attributes(i),
                 },
             }
-            for i, m in enumerate(messages)
+            for i, m in zip(indexes, messages, strict=True)
         ]
         try:
             response = await client.send_message_batch(QueueUrl=self.queue_url, Entries=entries)
@@ -126,12 +166,12 @@ class SqsPublisher:
             if len(messages) > 1:
                 # The request as a whole was refused for its content: find the culprit by sending alone.
                 failures: list[EntryFailure] = []
-                for i, m in enumerate(messages):
-                    failures += [
-                        EntryFailure(i, f.code, f.message, f.permanent) for f in await self.send_batch([m])
-                    ]
+                for i, m in zip(indexes, messages, strict=True):
+                    failures += await self._send([m], [i], spans, sent)
                 return failures
-            return [EntryFailure(0, failure.code, failure.message, failure.permanent)]
+            return [EntryFailure(indexes[0], failure.code, failure.message, failure.permanent)]
+        for entry in response.get("Successful", []):
+            sent[int(entry["Id"])] = entry.get("MessageId", "")
         return parse_batch_failures(response)
 
     async def close(self) -> None:

@@ -31,9 +31,11 @@ from txoutbox.publishers import EntryFailure, Publisher
 from txoutbox.relay.alerts import Alerts
 from txoutbox.relay.circuit import Circuit
 from txoutbox.relay.heartbeat import beat
+from txoutbox.relay.lease import Lease
 from txoutbox.relay.listener import listen
 from txoutbox.relay.retry import DeadLetter, RetryPolicy
 from txoutbox.relay.store import ClaimedRow, Outcome, RelayStore
+from txoutbox.retention import run_every
 
 log = logging.getLogger("txoutbox.relay")
 
@@ -112,6 +114,13 @@ class Relay:
             asyncio.create_task(self._supervise("listener", self._listen), name="listener"),
             asyncio.create_task(self._supervise("heartbeat", self._heartbeat), name="heartbeat"),
         ]
+        if rs.retention_days > 0:
+            helpers.append(
+                asyncio.create_task(
+                    self._supervise("retention", lambda: run_every(self.store.maintain_retention)),
+                    name="retention",
+                )
+            )
         try:
             await stop.wait()
         finally:
@@ -146,6 +155,19 @@ class Relay:
             log.warning(
                 "publisher set-up failed (%s: %s); retrying on the first send", type(exc).__name__, exc
             )
+            return
+        # A broker-wide misconfiguration (no such queue, not FIFO, denied) opens the circuit now, with its
+        # reason, before any event is tried.
+        error = await self._probe_broker()
+        if error is not None:
+            await self._update_circuit(error, 0, probing=False)
+
+    async def _probe_broker(self) -> BrokerUnavailableError | None:
+        try:
+            await self.publisher.probe()
+        except BrokerUnavailableError as exc:
+            return exc
+        return None
 
     async def _supervise(self, name: str, body: Callable[[], Awaitable[None]]) -> None:
         """Keep a background loop alive: an unexpected error is logged and the loop restarted."""
@@ -180,6 +202,7 @@ class Relay:
             every_seconds=self.settings.relay.heartbeat_seconds,
             report_now=self._report_now,
             stopping=self._is_stopping,
+            published_total=lambda: self.published_total,
         )
 
     async def _acknowledge(self, outcome: Outcome) -> None:
@@ -204,6 +227,12 @@ class Relay:
                     if not self.circuit.try_probe():
                         await self._sleep(max(0.01, min(self.circuit.seconds_to_probe(), rs.poll_interval)))
                         continue
+                    # Half-open: first the broker's own check (cheap, and it catches a misconfiguration
+                    # a send would not); then, if events wait, a small real batch decides.
+                    error = await self._probe_broker()
+                    if error is not None:
+                        await self._update_circuit(error, 0, probing=True)
+                        continue
                     probing = True
                 self._wake.clear()
                 limit = self.publisher.max_batch_entries if probing else rs.batch_size
@@ -226,7 +255,9 @@ class Relay:
                 self.store.ok()
                 if not rows:
                     if probing:
-                        self.circuit.abandon_probe()  # nothing to probe with; try again later
+                        # Nothing to publish, but the broker answered the probe: the circuit closes. (Left
+                        # open, a relay with nothing to do would report an outage that is over.)
+                        await self._update_circuit(None, 0, probing=True)
                     await self._sleep(rs.poll_interval)
                     if self._wake.is_set() and not self._stopping:
                         await asyncio.sleep(WAKE_COALESCE_SECONDS)
@@ -256,45 +287,73 @@ class Relay:
         lanes: Lanes = {}
         for row in rows:
             lanes.setdefault((row.message.aggregate_type, row.message.aggregate_id), deque()).append(row)
-        while lanes:
-            if self._stopping or broker_error is not None:
-                for lane in lanes.values():
-                    outcome.released += [r.row_id for r in lane]
-                break
-            # One round: the next event of every aggregate. A lane that fails stops here.
-            round_rows: list[ClaimedRow] = []
-            for key in list(lanes):
-                row = lanes[key].popleft()
-                failure = self.publisher.check(row.message)
-                if failure is not None:
-                    self._refused(row, failure, outcome)
-                    self._block(lanes, key, outcome)
-                    continue
-                round_rows.append(row)
-                if not lanes[key]:
-                    del lanes[key]
-            batches = pack_batches(
-                round_rows, self.publisher.max_batch_entries, self.publisher.max_batch_bytes
-            )
-            results = await asyncio.gather(*(self._send(batch) for batch in batches))
-            for batch, result in zip(batches, results, strict=True):
-                if isinstance(result, BrokerUnavailableError):
-                    broker_error = result
-                    outcome.released += [r.row_id for r in batch]
-                    for r in batch:
-                        self._block(lanes, (r.message.aggregate_type, r.message.aggregate_id), outcome)
-                    continue
-                failed = {f.index: f for f in result}
-                for index, row in enumerate(batch):
-                    entry_failure = failed.get(index)
-                    if entry_failure is None:
-                        outcome.published.append(row.row_id)
-                    else:
-                        self._refused(row, entry_failure, outcome)
-                        self._block(lanes, (row.message.aggregate_type, row.message.aggregate_id), outcome)
-        self._observe(rows, outcome)
-        await self._acknowledge(outcome)
+        lease = Lease(
+            self.store,
+            [r.row_id for r in rows],
+            min(r.claimed_at for r in rows),
+            self.settings.relay.lease_seconds,
+        )
+        # Every row stays leased (published ones too) until the outcome is written.
+        async with lease.kept():
+            if not lease.safe_to_send():  # claimed ahead, while the previous claim was published
+                with contextlib.suppress(*DB_ERRORS):
+                    await lease.renew()
+            while lanes:
+                self._drop_lost(lanes, lease, outcome)
+                short = lanes and not lease.safe_to_send()
+                if self._stopping or broker_error is not None or short:
+                    if short and not self._stopping:
+                        log.warning(
+                            "less than half of the lease left (renewal late); giving back %d events",
+                            sum(len(lane) for lane in lanes.values()),
+                        )
+                    for lane in lanes.values():
+                        outcome.released += [r.row_id for r in lane]
+                    break
+                # One round: the next event of every aggregate. A lane that fails stops here.
+                round_rows: list[ClaimedRow] = []
+                for key in list(lanes):
+                    row = lanes[key].popleft()
+                    failure = self.publisher.check(row.message)
+                    if failure is not None:
+                        self._refused(row, failure, outcome)
+                        self._block(lanes, key, outcome)
+                        continue
+                    round_rows.append(row)
+                    if not lanes[key]:
+                        del lanes[key]
+                batches = pack_batches(
+                    round_rows, self.publisher.max_batch_entries, self.publisher.max_batch_bytes
+                )
+                results = await asyncio.gather(*(self._send(batch) for batch in batches))
+                for batch, result in zip(batches, results, strict=True):
+                    if isinstance(result, BrokerUnavailableError):
+                        broker_error = result
+                        outcome.released += [r.row_id for r in batch]
+                        for r in batch:
+                            self._block(lanes, (r.message.aggregate_type, r.message.aggregate_id), outcome)
+                        continue
+                    failed = {f.index: f for f in result}
+                    for index, row in enumerate(batch):
+                        entry_failure = failed.get(index)
+                        if entry_failure is None:
+                            outcome.published.append(row.row_id)
+                        else:
+                            self._refused(row, entry_failure, outcome)
+                            self._block(
+                                lanes, (row.message.aggregate_type, row.message.aggregate_id), outcome
+                            )
+            self._observe(rows, outcome)
+            await self._acknowledge(outcome)
         await self._update_circuit(broker_error, len(outcome.published), probing)
+
+    def _drop_lost(self, lanes: Lanes, lease: Lease, outcome: Outcome) -> None:
+        """Rows another relay took over are its now: drop them, and give back the rest of their lanes."""
+        if not lease.lost:
+            return
+        for key in list(lanes):
+            if any(r.row_id in lease.lost for r in lanes[key]):
+                outcome.released += [r.row_id for r in lanes.pop(key) if r.row_id not in lease.lost]
 
     def _block(self, lanes: Lanes, key: tuple[str, str], outcome: Outcome) -> None:
         """An event of this aggregate failed: its later events wait (released, no attempt counted)."""

@@ -22,11 +22,12 @@ async def beat(
     every_seconds: float,
     report_now: asyncio.Event,
     stopping: Callable[[], bool],
+    published_total: Callable[[], int],
 ) -> None:
     """Every `every_seconds`, or at once when `report_now` is set (the circuit changed), until stopped."""
     while not stopping():
         try:
-            health = await store.heartbeat(circuit.state.value, circuit.reason)
+            health = await store.heartbeat(circuit.state.value, circuit.reason, published_total())
             outbox = health["outbox"]
             metrics.backlog.set(outbox["backlog"])
             metrics.oldest_age.set(outbox["oldest_age_seconds"])

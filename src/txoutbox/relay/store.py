@@ -24,7 +24,8 @@ from txoutbox.config import Settings
 from txoutbox.connections import DB_ERRORS, open_pool
 from txoutbox.health import read_health
 from txoutbox.publishers import OutgoingMessage
-from txoutbox.wire import encode_envelope
+from txoutbox.retention import RetentionReport, maintain_async
+from txoutbox.wire import encode
 
 log = logging.getLogger("txoutbox.relay")
 
@@ -37,6 +38,7 @@ class ClaimedRow:
     attempts: int
     created_at: dt.datetime
     message: OutgoingMessage
+    claimed_at: float = 0.0  # monotonic, taken before the claim statement: its lease runs from then
 
 
 @dataclass(slots=True)
@@ -95,6 +97,7 @@ class RelayStore:
 
     async def claim(self, limit: int) -> list[ClaimedRow]:
         """Lease up to `limit` claimable events (one statement), in id order, encoded for the wire."""
+        started = time.monotonic()
         async with self.pool.connection() as conn:
             cur = await conn.execute(
                 queries.CLAIM,
@@ -105,6 +108,7 @@ class RelayStore:
                 },
             )
             records = await cur.fetchall()
+        rs = self.settings.relay
         rows = []
         for (
             row_id,
@@ -115,22 +119,48 @@ class RelayStore:
             payload,
             created_at,
             attempts,
+            traceparent,
+            tracestate,
         ) in sorted(records):  # by row id, the first column (ids are unique)
-            body = encode_envelope(event_id, event_type, aggregate_type, aggregate_id, created_at, payload)
-            rows.append(
-                ClaimedRow(
-                    row_id,
-                    attempts,
-                    created_at,
-                    OutgoingMessage(row_id, event_id, aggregate_type, aggregate_id, event_type, body),
-                )
+            body = encode(
+                rs.message_format,
+                row_id=row_id,
+                event_id=event_id,
+                event_type=event_type,
+                aggregate_type=aggregate_type,
+                aggregate_id=aggregate_id,
+                occurred_at=created_at,
+                payload_json=payload,
+                source=rs.event_source,
+                traceparent=traceparent,
+                tracestate=tracestate,
             )
+            message = OutgoingMessage(
+                row_id, event_id, aggregate_type, aggregate_id, event_type, body, traceparent, tracestate
+            )
+            rows.append(ClaimedRow(row_id, attempts, created_at, message, started))
         return rows
+
+    async def renew(self, ids: list[int]) -> set[int]:
+        """Extend the leases of `ids`; return those still ours."""
+        async with self.pool.connection(timeout=self.settings.relay.lease_seconds / 3) as conn:
+            cur = await conn.execute(
+                queries.RENEW_LEASES,
+                {"ids": ids, "relay_id": self.relay_id, "lease_seconds": self.settings.relay.lease_seconds},
+            )
+            return {row[0] for row in await cur.fetchall()}
 
     def _statements(self, outcome: Outcome) -> list[tuple[str, dict[str, Any]]]:
         statements: list[tuple[str, dict[str, Any]]] = []
         if outcome.published:
-            statements.append((queries.DELETE_PUBLISHED, {"ids": outcome.published}))
+            # With retention on, published events move to the archive in the same statement.
+            archive = self.settings.relay.retention_days > 0
+            statements.append(
+                (
+                    queries.ARCHIVE_PUBLISHED if archive else queries.DELETE_PUBLISHED,
+                    {"ids": outcome.published},
+                )
+            )
         if outcome.failed_ids:
             statements.append(
                 (
@@ -210,7 +240,14 @@ class RelayStore:
 
     # -- side jobs -----------------------------------------------------------------------------------------
 
-    async def heartbeat(self, circuit_state: str, circuit_reason: str | None) -> dict[str, Any]:
+    async def maintain_retention(self) -> RetentionReport:
+        """Create the archive's coming daily partitions and drop expired ones (txoutbox.retention)."""
+        async with self.pool.connection(timeout=5) as conn:
+            return await maintain_async(conn, self.settings.relay.retention_days)
+
+    async def heartbeat(
+        self, circuit_state: str, circuit_reason: str | None, published_total: int
+    ) -> dict[str, Any]:
         """Register this relay's circuit, prune long-silent relays, and return the system's health."""
         async with self.pool.connection(timeout=5) as conn:
             await conn.execute(
@@ -221,6 +258,7 @@ class RelayStore:
                     "pid": os.getpid(),
                     "circuit_state": circuit_state,
                     "circuit_reason": circuit_reason,
+                    "published_total": published_total,
                 },
             )
             health = await read_health(conn, self.settings)
