@@ -5,6 +5,8 @@ Rules of a booking, each failing with a message that names the problem (the 422'
   characters (PostgreSQL cannot store NUL; a newline in an airport name is a client bug);
 - date-times: an ISO-8601 string WITH a time zone offset (`Z`, `+02:00`); a naive date-time is refused
   rather than guessed to be UTC; numbers (epoch seconds) are refused too;
+- date-times between 0001-01-02 and 9999-12-30 in UTC: beyond, a date cannot be read back in every session
+  time zone (Python's datetime ends at year 9999; a UTC+9 session shows 9999-12-31T23:59Z as year 10000);
 - the arrival is strictly after the departure (reported on `arrivalDateTime`);
 - no other fields.
 """
@@ -12,7 +14,7 @@ Rules of a booking, each failing with a message that names the problem (the 422'
 from __future__ import annotations
 
 import unicodedata
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from pydantic import (
@@ -30,6 +32,9 @@ from pydantic_core import PydanticCustomError
 MAX_AIRPORT_LENGTH = 100
 EXAMPLE_DEPARTURE = "2023-09-01T08:00:00Z"
 EXAMPLE_ARRIVAL = "2023-09-01T08:15:00Z"
+# One day inside Python's range on each side: every time zone offset (at most ±16 h) can show the value.
+EARLIEST = datetime.min.replace(tzinfo=UTC) + timedelta(days=1)
+LATEST = datetime.max.replace(tzinfo=UTC) - timedelta(days=1)
 
 
 def _airport(value: str) -> str:
@@ -69,9 +74,15 @@ def _aware_datetime(value: Any, handler: ValidatorFunctionWrapHandler) -> dateti
             {"example": EXAMPLE_DEPARTURE},
         )
     try:
-        parsed.astimezone(UTC)
+        in_range = EARLIEST <= parsed.astimezone(UTC) <= LATEST
     except OverflowError:
-        raise PydanticCustomError("datetime_range", "is out of range once converted to UTC") from None
+        in_range = False
+    if not in_range:
+        raise PydanticCustomError(
+            "datetime_range",
+            "must be between {earliest} and {latest} (UTC)",
+            {"earliest": "0001-01-02T00:00:00Z", "latest": "9999-12-30T23:59:59Z"},
+        )
     return parsed
 
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import psycopg
+
 # One round trip: the row goes in and comes back with its id, as stored.
 INSERT_FLIGHT = """
 INSERT INTO public.flights (departure_airport, arrival_airport, departure_date_time, arrival_date_time)
@@ -27,3 +31,8 @@ TABLE_FLIGHTS = """
 SELECT id, departure_airport, arrival_airport, departure_date_time, arrival_date_time, created_at
 FROM public.flights ORDER BY id LIMIT %(limit)s
 """
+
+
+def list_for_operator(conn: psycopg.Connection[Any], limit: int) -> list[Any]:
+    """`txoutbox flights list`: the booked flights, oldest first, with when they were stored."""
+    return conn.execute(TABLE_FLIGHTS, {"limit": limit}).fetchall()

@@ -1,4 +1,10 @@
-"""The payment service's SQL."""
+"""The payment service's SQL, by name, and the operator's read of it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
 
 INSERT_PAYMENTS = """
 INSERT INTO public.payments (event_id, flight_id)
@@ -8,3 +14,8 @@ SELECT * FROM unnest(CAST(%(event_ids)s AS uuid[]), CAST(%(flight_ids)s AS bigin
 LIST_PAYMENTS = """
 SELECT id, event_id, flight_id, status, processed_at FROM public.payments ORDER BY id LIMIT %(limit)s
 """
+
+
+def list_payments(conn: psycopg.Connection[Any], limit: int) -> list[Any]:
+    """`txoutbox payments list`: the payments made, oldest first."""
+    return conn.execute(LIST_PAYMENTS, {"limit": limit}).fetchall()

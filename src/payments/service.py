@@ -9,7 +9,9 @@ from typing import Any
 import psycopg
 
 from payments import queries
-from txoutbox.consumer import InboundEvent, MalformedMessageError
+from payments.queues import MAX_RECEIVE_COUNT
+from txoutbox.config import Settings
+from txoutbox.consumer import Consumer, InboundEvent, MalformedMessageError
 
 CONSUMER_NAME = "payments"
 log = logging.getLogger("payments")
@@ -29,4 +31,15 @@ async def process_payments(conn: psycopg.AsyncConnection[Any], events: Sequence[
         log.info("Flight event received: %s. Processing payment.", event.body)
     await conn.execute(
         queries.INSERT_PAYMENTS, {"event_ids": [e.event_id for e in events], "flight_ids": flight_ids}
+    )
+
+
+def consumer(settings: Settings, *, concurrency: int = 4) -> Consumer:
+    """The payment service: a consumer of the flight queue paying each booking once."""
+    return Consumer(
+        settings,
+        CONSUMER_NAME,
+        process_payments,
+        concurrency=concurrency,
+        max_receive_count=MAX_RECEIVE_COUNT,
     )

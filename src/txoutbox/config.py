@@ -8,13 +8,20 @@ addresses of its PostgreSQL and SQS into `$TXOUTBOX_HOME/stack.json` (default `.
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
 from txoutbox.errors import ConfigurationError
+from txoutbox.wire import MESSAGE_FORMATS
 
 DEFAULT_REGION = "eu-west-1"
 
@@ -48,30 +55,74 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
+def _float(
+    env: Mapping[str, str], name: str, default: float, maximum: float, *, allow_zero: bool = False
+) -> float:
+    """A finite number of seconds in (0, maximum] ([0, maximum] with `allow_zero`), else one sentence."""
     raw = env.get(name)
-    if raw is None or raw == "":
+    if raw is None or raw.strip() == "":
         return default
+    lower = "at least 0" if allow_zero else "greater than 0"
+    problem = f"{name} must be a number of seconds {lower} and at most {maximum:g}, got {raw!r}"
     try:
         value = float(raw)
     except ValueError:
-        raise ConfigurationError(f"{name} must be a number, got {raw!r}") from None
-    if value < 0:
-        raise ConfigurationError(f"{name} must not be negative, got {raw!r}")
+        raise ConfigurationError(problem) from None
+    # nan compares False to everything, so test the accepted range, not the refused one
+    if not (math.isfinite(value) and (value >= 0 if allow_zero else value > 0) and value <= maximum):
+        raise ConfigurationError(problem)
     return value
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int, maximum: int) -> int:
+    """A whole number in [minimum, maximum], else one sentence naming the variable and the range."""
     raw = env.get(name)
-    if raw is None or raw == "":
+    if raw is None or raw.strip() == "":
         return default
+    problem = f"{name} must be a whole number from {minimum} to {maximum}, got {raw!r}"
     try:
         value = int(raw)
     except ValueError:
-        raise ConfigurationError(f"{name} must be a whole number, got {raw!r}") from None
-    if value < minimum:
-        raise ConfigurationError(f"{name} must be at least {minimum}, got {raw!r}")
+        raise ConfigurationError(problem) from None
+    if not minimum <= value <= maximum:
+        raise ConfigurationError(problem)
     return value
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw not in choices:
+        raise ConfigurationError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return raw
+
+
+def _url(env: Mapping[str, str], name: str) -> str | None:
+    """An http(s) URL or None; the value is not echoed (a webhook URL may carry a token)."""
+    raw = env.get(name)
+    if not raw:
+        return None
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigurationError(f"{name} must be an http:// or https:// URL with a host")
+    return raw
+
+
+def check_database_url(url: str, name: str = "DATABASE_URL") -> None:
+    """Refuse a connection string libpq cannot parse, in one sentence that never shows the password."""
+    try:
+        params = conninfo_to_dict(url)
+    except psycopg.ProgrammingError as exc:
+        # libpq quotes the offending fragment, which may be the password itself: leave it out
+        reason = re.sub(r'"[^"]*"', '"…"', str(exc).strip().splitlines()[0])
+        raise ConfigurationError(f"{name} is not a valid PostgreSQL connection string ({reason})") from None
+    port = str(params.get("port") or "")
+    if port and not all(p.isdigit() and 1 <= int(p) <= 65535 for p in port.split(",")):
+        raise ConfigurationError(f"{name} has an invalid port {port!r} (expected 1 to 65535)")
+
+
+DAY = 86_400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,30 +145,45 @@ class RelaySettings:
     metrics_port: int | None = None
     degraded_after_seconds: float = 60.0
     alert_webhook_url: str | None = None
+    message_format: str = "envelope"  # or "cloudevents" (txoutbox.wire, txoutbox.cloudevents)
+    event_source: str = "/txoutbox"  # CloudEvents `source` (a URI reference)
+    retention_days: int = 0  # keep published events this many days (txoutbox.retention); 0: not kept
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> RelaySettings:
         env = os.environ if env is None else env
         d = cls()
         metrics = env.get("TXOUTBOX_METRICS_PORT")
-        return cls(
-            batch_size=_int(env, "TXOUTBOX_BATCH_SIZE", d.batch_size, 1),
-            workers=_int(env, "TXOUTBOX_WORKERS", d.workers, 1),
-            max_in_flight=_int(env, "TXOUTBOX_MAX_IN_FLIGHT", d.max_in_flight, 1),
-            lease_seconds=_float(env, "TXOUTBOX_LEASE_SECONDS", d.lease_seconds),
-            poll_interval=_float(env, "TXOUTBOX_POLL_INTERVAL", d.poll_interval),
-            max_attempts=_int(env, "TXOUTBOX_MAX_ATTEMPTS", d.max_attempts, 1),
-            retry_base_seconds=_float(env, "TXOUTBOX_RETRY_BASE_SECONDS", d.retry_base_seconds),
-            retry_cap_seconds=_float(env, "TXOUTBOX_RETRY_CAP_SECONDS", d.retry_cap_seconds),
-            probe_base_seconds=_float(env, "TXOUTBOX_PROBE_BASE_SECONDS", d.probe_base_seconds),
-            probe_cap_seconds=_float(env, "TXOUTBOX_PROBE_CAP_SECONDS", d.probe_cap_seconds),
-            max_message_bytes=_int(env, "TXOUTBOX_MAX_MESSAGE_BYTES", d.max_message_bytes, 1024),
-            heartbeat_seconds=_float(env, "TXOUTBOX_HEARTBEAT_SECONDS", d.heartbeat_seconds),
-            shutdown_timeout=_float(env, "TXOUTBOX_SHUTDOWN_TIMEOUT", d.shutdown_timeout),
-            metrics_port=_int(env, "TXOUTBOX_METRICS_PORT", 0) if metrics else None,
-            degraded_after_seconds=_float(env, "HEALTH_DEGRADED_AFTER_SECONDS", d.degraded_after_seconds),
-            alert_webhook_url=env.get("ALERT_WEBHOOK_URL") or None,
+        settings = cls(
+            batch_size=_int(env, "TXOUTBOX_BATCH_SIZE", d.batch_size, 1, 10_000),
+            workers=_int(env, "TXOUTBOX_WORKERS", d.workers, 1, 64),
+            max_in_flight=_int(env, "TXOUTBOX_MAX_IN_FLIGHT", d.max_in_flight, 1, 1_000),
+            lease_seconds=_float(env, "TXOUTBOX_LEASE_SECONDS", d.lease_seconds, DAY),
+            poll_interval=_float(env, "TXOUTBOX_POLL_INTERVAL", d.poll_interval, 3_600),
+            max_attempts=_int(env, "TXOUTBOX_MAX_ATTEMPTS", d.max_attempts, 1, 1_000),
+            retry_base_seconds=_float(env, "TXOUTBOX_RETRY_BASE_SECONDS", d.retry_base_seconds, DAY),
+            retry_cap_seconds=_float(env, "TXOUTBOX_RETRY_CAP_SECONDS", d.retry_cap_seconds, DAY),
+            probe_base_seconds=_float(env, "TXOUTBOX_PROBE_BASE_SECONDS", d.probe_base_seconds, 3_600),
+            probe_cap_seconds=_float(env, "TXOUTBOX_PROBE_CAP_SECONDS", d.probe_cap_seconds, 3_600),
+            max_message_bytes=_int(env, "TXOUTBOX_MAX_MESSAGE_BYTES", d.max_message_bytes, 1_024, 1_048_576),
+            heartbeat_seconds=_float(env, "TXOUTBOX_HEARTBEAT_SECONDS", d.heartbeat_seconds, 3_600),
+            shutdown_timeout=_float(env, "TXOUTBOX_SHUTDOWN_TIMEOUT", d.shutdown_timeout, 3_600),
+            metrics_port=_int(env, "TXOUTBOX_METRICS_PORT", 0, 0, 65_535) if metrics else None,
+            degraded_after_seconds=_float(
+                env, "HEALTH_DEGRADED_AFTER_SECONDS", d.degraded_after_seconds, DAY, allow_zero=True
+            ),
+            alert_webhook_url=_url(env, "ALERT_WEBHOOK_URL"),
+            message_format=_choice(env, "TXOUTBOX_MESSAGE_FORMAT", d.message_format, MESSAGE_FORMATS),
+            event_source=env.get("TXOUTBOX_EVENT_SOURCE", "").strip() or d.event_source,
+            retention_days=_int(env, "TXOUTBOX_RETENTION_DAYS", d.retention_days, 0, 3_650),
         )
+        for kind in ("RETRY", "PROBE"):
+            base = float(getattr(settings, f"{kind.lower()}_base_seconds"))
+            if getattr(settings, f"{kind.lower()}_cap_seconds") < base:
+                raise ConfigurationError(
+                    f"TXOUTBOX_{kind}_CAP_SECONDS must be at least TXOUTBOX_{kind}_BASE_SECONDS ({base:g})"
+                )
+        return settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,9 +216,13 @@ class Settings:
                 )
             database_url = str(stack["database_url"])
             local = True
-        queue_url = env.get("SQS_QUEUE_URL")
-        dlq_url = env.get("SQS_DLQ_URL")
-        endpoint = env.get("SQS_ENDPOINT_URL")
+        if database_url:
+            check_database_url(
+                database_url, "DATABASE_URL" if not local else "the local stack's database URL"
+            )
+        queue_url = _url(env, "SQS_QUEUE_URL")
+        dlq_url = _url(env, "SQS_DLQ_URL")
+        endpoint = _url(env, "SQS_ENDPOINT_URL")
         fault_url = None
         if not queue_url and stack is not None:
             queue_url = stack.get("sqs_queue_url")
@@ -179,6 +249,3 @@ class Settings:
             fault_url=fault_url,
             relay=RelaySettings.from_env(env),
         )
-
-    def with_database(self, database_url: str) -> Settings:
-        return replace(self, database_url=database_url)

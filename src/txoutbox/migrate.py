@@ -1,31 +1,34 @@
 """Versioned SQL migrations: numbered `.sql` files per component, applied once each, in order.
 
-Each component (the engine `txoutbox`, and applications such as `flights` and `payments`) keeps its files
-in a package folder `NNNN_name.sql`. Applied versions are recorded with a checksum in
-`txoutbox.schema_migrations`; a changed file that was already applied is an error, not a silent skip.
-The whole run holds an advisory lock, so several processes starting together (two API tasks) are safe.
+Each component keeps its files in a package folder `NNNN_name.sql`: the library's own are in
+`txoutbox.migrations`; an application registers its package in the entry-point group `txoutbox.migrations`
+(`flights = "flights.migrations"` in its pyproject), so the library never names its applications.
+Applied versions are recorded with a checksum in `txoutbox.schema_migrations`; a changed file that was
+already applied is an error, not a silent skip. The whole run holds an advisory lock, so several processes
+starting together (two API tasks) are safe; a run that cannot get the lock within `lock_timeout` seconds
+stops with a MigrationError instead of hanging.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+import time
 from dataclasses import dataclass
-from importlib import resources
+from importlib import metadata, resources
 
 import psycopg
 
 from txoutbox.errors import MigrationError
 
 MIGRATION_LOCK_KEY = 0x7478_6D69_6772  # "txmigr"
+ENTRY_POINT_GROUP = "txoutbox.migrations"
+LIBRARY_COMPONENT = ("txoutbox", "txoutbox.migrations")
+LOCK_TIMEOUT_SECONDS = (
+    60.0  # long enough for another process's migrations, short enough to notice a stuck one
+)
+_LOCK_POLL_SECONDS = 0.2
 _FILE = re.compile(r"^(\d{4})_(\w+)\.sql$")
-
-# The components `txoutbox migrate` applies by default: the engine, then the reference system.
-DEFAULT_COMPONENTS: dict[str, str] = {
-    "txoutbox": "txoutbox.migrations",
-    "flights": "flights.migrations",
-    "payments": "payments.migrations",
-}
 
 _BOOTSTRAP = """
 CREATE SCHEMA IF NOT EXISTS txoutbox;
@@ -72,15 +75,23 @@ def load_migrations(component: str, package: str) -> list[Migration]:
     return found
 
 
+def installed_components() -> dict[str, str]:
+    """Component name -> migrations package: the library first, then the registered apps by name."""
+    found = {LIBRARY_COMPONENT[0]: LIBRARY_COMPONENT[1]}
+    for entry in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        found.setdefault(entry.name, entry.module)  # the package itself, not loaded: only its files are read
+    return found
+
+
 def resolve_components(names: list[str] | None) -> dict[str, str]:
-    """Pick components by name (all defaults when `names` is empty)."""
+    """Pick components by name (every installed one when `names` is empty)."""
+    known = installed_components()
     if not names:
-        return dict(DEFAULT_COMPONENTS)
-    unknown = [n for n in names if n not in DEFAULT_COMPONENTS]
+        return known
+    unknown = [n for n in names if n not in known]
     if unknown:
-        known = ", ".join(DEFAULT_COMPONENTS)
-        raise MigrationError(f"unknown migration component {unknown[0]!r} (known: {known})")
-    return {n: DEFAULT_COMPONENTS[n] for n in names}
+        raise MigrationError(f"unknown migration component {unknown[0]!r} (known: {', '.join(known)})")
+    return {n: known[n] for n in names}
 
 
 def _applied(conn: psycopg.Connection[tuple[object, ...]]) -> dict[tuple[str, int], str]:
@@ -90,8 +101,8 @@ def _applied(conn: psycopg.Connection[tuple[object, ...]]) -> dict[tuple[str, in
 
 def pending(conninfo: str, components: dict[str, str] | None = None) -> list[Migration]:
     """Migrations not yet applied to the database."""
-    components = components or DEFAULT_COMPONENTS
-    with psycopg.connect(conninfo, autocommit=True) as conn:
+    components = components or installed_components()
+    with psycopg.connect(conninfo, autocommit=True, connect_timeout=10) as conn:
         exists = conn.execute("SELECT to_regclass('txoutbox.schema_migrations') IS NOT NULL").fetchone()
         applied = _applied(conn) if exists and exists[0] else {}
     todo = []
@@ -100,12 +111,29 @@ def pending(conninfo: str, components: dict[str, str] | None = None) -> list[Mig
     return todo
 
 
-def apply_migrations(conninfo: str, components: dict[str, str] | None = None) -> list[Migration]:
+def _lock(conn: psycopg.Connection[tuple[object, ...]], timeout: float) -> None:
+    """Take the migration lock, polling with pg_try_advisory_lock so the wait is bounded."""
+    deadline = time.monotonic() + timeout
+    while True:
+        row = conn.execute("SELECT pg_try_advisory_lock(%s)", (MIGRATION_LOCK_KEY,)).fetchone()
+        if row and row[0]:
+            return
+        if time.monotonic() >= deadline:
+            raise MigrationError(
+                f"another process has held the migration lock for over {timeout:g} s; wait for it to "
+                "finish (or stop it) and run `txoutbox migrate` again"
+            )
+        time.sleep(_LOCK_POLL_SECONDS)
+
+
+def apply_migrations(
+    conninfo: str, components: dict[str, str] | None = None, *, lock_timeout: float = LOCK_TIMEOUT_SECONDS
+) -> list[Migration]:
     """Apply every pending migration, each in its own transaction; return what was applied."""
-    components = components or DEFAULT_COMPONENTS
+    components = components or installed_components()
     done: list[Migration] = []
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
+    with psycopg.connect(conninfo, autocommit=True, connect_timeout=10) as conn:
+        _lock(conn, lock_timeout)
         try:
             conn.execute(_BOOTSTRAP)
             applied = _applied(conn)

@@ -131,3 +131,100 @@ def test_unreachable_database_is_one_line(run: Any, settings: Settings) -> None:
     )
     assert result.returncode == 1 and result.stderr.startswith("error: cannot reach the database")
     assert "Traceback" not in result.stderr
+
+
+def _txoutbox(settings: Settings, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [TXOUTBOX, *args], capture_output=True, text=True, timeout=60, env={**service_env(settings), **env}
+    )
+
+
+BAD_URL = "postgresql://u:pa%zz@127.0.0.1/db"  # "%zz" is not a percent-escape: libpq cannot parse it
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["status"],
+        ["relay"],
+        ["migrate"],
+        ["migrate", "--dry-run"],
+        ["outbox", "list"],
+        ["dead-letters", "list"],
+        ["flights", "list"],
+        ["payments"],
+        ["payments", "list"],
+        ["api", "--port", "1"],
+    ],
+)
+def test_malformed_database_url_is_one_sentence_without_the_password(
+    settings: Settings, command: list[str]
+) -> None:
+    result = _txoutbox(settings, *command, DATABASE_URL=BAD_URL)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stderr.splitlines() == [
+        'error: DATABASE_URL is not a valid PostgreSQL connection string (invalid percent-encoded token: "…")'
+    ]
+    assert "pa%zz" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("TXOUTBOX_LEASE_SECONDS", "0"), ("TXOUTBOX_POLL_INTERVAL", "nan"), ("TXOUTBOX_BATCH_SIZE", "-1")],
+)
+def test_bad_setting_stops_the_relay_in_one_sentence(settings: Settings, name: str, value: str) -> None:
+    result = _txoutbox(settings, "relay", **{name: value})
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {name} must be a"), result.stderr
+
+
+def test_connection_error_never_shows_the_password(settings: Settings) -> None:
+    result = _txoutbox(
+        settings, "status", DATABASE_URL="host=127.0.0.1 port=1 password=s3cret connect_timeout=2"
+    )
+    assert result.returncode == 1 and result.stderr.startswith("error: cannot reach the database")
+    assert "s3cret" not in result.stdout + result.stderr and "Traceback" not in result.stderr
+
+
+# ---------------------------------------------------------------------------------------------- plugins
+
+
+def _install_plugin(site: Path, name: str, target: str) -> dict[str, str]:
+    """A distribution on PYTHONPATH declaring one `txoutbox.cli` entry point (how any app registers)."""
+    info = site / f"{name}_plugin-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}-plugin\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[txoutbox.cli]\n{name} = {target}\n")
+    return {"PYTHONPATH": str(site)}
+
+
+def test_plugin_commands_run_as_before(run: Any) -> None:
+    """`api`, `flights` and `payments` come from entry points, typed exactly as before."""
+    for command in ("api", "flights", "payments"):
+        assert run(command, "--help").stdout.startswith("Usage: txoutbox " + command)
+    help_text = run("--help").stdout
+    assert all(f"  {c} " in help_text for c in ("api", "flights", "payments", "status", "relay", "migrate"))
+
+
+def test_a_broken_plugin_is_one_warning_and_the_core_still_works(settings: Settings, tmp_path: Path) -> None:
+    env = _install_plugin(tmp_path, "broken", "no_such_module_xyz:command")
+    listing = _txoutbox(settings, "--help", **env)
+    assert listing.returncode == 0 and "  status " in listing.stdout and "  flights " in listing.stdout
+    warnings = [line for line in listing.stderr.splitlines() if "broken" in line]
+    assert len(warnings) == 1 and warnings[0].startswith("warning: the command 'broken'"), listing.stderr
+    assert "Traceback" not in listing.stderr
+
+    status = _txoutbox(settings, "status", "--json", **env)
+    assert status.returncode == 0 and json.loads(status.stdout)["status"] == "ok"
+    assert "broken" not in status.stderr  # a command that is not run is not even imported
+
+    used = _txoutbox(settings, "broken", **env)
+    assert used.returncode != 0 and "Traceback" not in used.stderr
+    assert "warning: the command 'broken'" in used.stderr
+
+
+def test_a_plugin_cannot_replace_a_library_command(settings: Settings, tmp_path: Path) -> None:
+    env = _install_plugin(tmp_path, "status", "flights.cli:flights")
+    result = _txoutbox(settings, "status", "--json", **env)
+    assert result.returncode == 0 and json.loads(result.stdout)["status"] == "ok"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -73,12 +74,91 @@ def test_missing_queue_is_named(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("name", "value", "message"),
     [
-        ("TXOUTBOX_BATCH_SIZE", "many", "whole number"),
-        ("TXOUTBOX_BATCH_SIZE", "0", "at least 1"),
-        ("TXOUTBOX_LEASE_SECONDS", "-1", "must not be negative"),
-        ("TXOUTBOX_POLL_INTERVAL", "soon", "number"),
+        ("TXOUTBOX_BATCH_SIZE", "many", "whole number from 1 to 10000, got 'many'"),
+        ("TXOUTBOX_BATCH_SIZE", "0", "whole number from 1 to 10000, got '0'"),
+        ("TXOUTBOX_BATCH_SIZE", "10001", "whole number from 1 to 10000"),
+        ("TXOUTBOX_WORKERS", "0", "whole number from 1 to 64"),
+        ("TXOUTBOX_MAX_IN_FLIGHT", "-3", "whole number from 1 to 1000"),
+        ("TXOUTBOX_MAX_ATTEMPTS", "0", "whole number from 1 to 1000"),
+        ("TXOUTBOX_MAX_MESSAGE_BYTES", "10", "whole number from 1024 to 1048576"),
+        ("TXOUTBOX_METRICS_PORT", "70000", "whole number from 0 to 65535"),
+        ("TXOUTBOX_LEASE_SECONDS", "-1", "greater than 0 and at most 86400, got '-1'"),
+        ("TXOUTBOX_LEASE_SECONDS", "0", "greater than 0 and at most 86400"),
+        ("TXOUTBOX_LEASE_SECONDS", "nan", "greater than 0 and at most 86400"),
+        ("TXOUTBOX_LEASE_SECONDS", "inf", "greater than 0 and at most 86400"),
+        ("TXOUTBOX_LEASE_SECONDS", "1e400", "greater than 0 and at most 86400"),
+        ("TXOUTBOX_POLL_INTERVAL", "soon", "number of seconds greater than 0"),
+        ("TXOUTBOX_POLL_INTERVAL", "0", "greater than 0 and at most 3600"),
+        ("TXOUTBOX_POLL_INTERVAL", "-inf", "greater than 0 and at most 3600"),
+        ("TXOUTBOX_RETRY_BASE_SECONDS", "0", "greater than 0"),
+        ("TXOUTBOX_RETRY_CAP_SECONDS", "NaN", "greater than 0"),
+        ("TXOUTBOX_PROBE_BASE_SECONDS", "0", "greater than 0"),
+        ("TXOUTBOX_PROBE_CAP_SECONDS", "inf", "greater than 0"),
+        ("TXOUTBOX_HEARTBEAT_SECONDS", "0", "greater than 0"),
+        ("TXOUTBOX_SHUTDOWN_TIMEOUT", "0", "greater than 0"),
+        ("HEALTH_DEGRADED_AFTER_SECONDS", "-1", "at least 0 and at most 86400"),
+        ("HEALTH_DEGRADED_AFTER_SECONDS", "nan", "at least 0 and at most 86400"),
+        ("TXOUTBOX_RETRY_CAP_SECONDS", "0.5", "at least TXOUTBOX_RETRY_BASE_SECONDS"),
+        ("ALERT_WEBHOOK_URL", "ftp://x", "http:// or https:// URL"),
     ],
 )
 def test_bad_tuning_values_are_refused_by_name(name: str, value: str, message: str) -> None:
-    with pytest.raises(ConfigurationError, match=f"{name}.*{message}"):
+    with pytest.raises(ConfigurationError, match=f"^{name} .*{re.escape(message)}"):
         RelaySettings.from_env({name: value})
+
+
+def test_values_in_range_are_accepted() -> None:
+    relay = RelaySettings.from_env(
+        {
+            "TXOUTBOX_LEASE_SECONDS": "0.5",
+            "TXOUTBOX_POLL_INTERVAL": "3600",
+            "TXOUTBOX_BATCH_SIZE": "10000",
+            "HEALTH_DEGRADED_AFTER_SECONDS": "0",
+            "TXOUTBOX_METRICS_PORT": "0",
+        }
+    )
+    assert (relay.lease_seconds, relay.poll_interval, relay.batch_size) == (0.5, 3600, 10000)
+    assert relay.degraded_after_seconds == 0 and relay.metrics_port == 0
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://u:pa%zz@127.0.0.1/db",  # a malformed percent-escape in the password
+        "host=db password=pa%zz oops",  # key=value without "="
+        "postgresql://u:pa%zz@127.0.0.1:99999/db",
+    ],
+)
+def test_malformed_database_url_is_one_sentence_without_the_password(tmp_path: Path, url: str) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        Settings.from_env({"TXOUTBOX_HOME": str(tmp_path), "DATABASE_URL": url})
+    message = str(caught.value)
+    assert message.startswith("DATABASE_URL ") and "pa%zz" not in message
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+
+
+@pytest.mark.parametrize("name", ["SQS_QUEUE_URL", "SQS_DLQ_URL", "SQS_ENDPOINT_URL"])
+def test_queue_urls_must_be_http(tmp_path: Path, name: str) -> None:
+    env = {"TXOUTBOX_HOME": str(tmp_path), "DATABASE_URL": "postgresql://x/db", name: "flightQueue.fifo"}
+    with pytest.raises(ConfigurationError, match=f"^{name} must be an http"):
+        Settings.from_env(env)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("postgresql://u:pa%zz@127.0.0.1/db", "postgresql://u:***@127.0.0.1/db"),
+        ("postgresql://u:p@ss@h/db and x@y", "postgresql://u:***@h/db and x@y"),
+        ("host=h password=s3cret user=u", "host=h password=*** user=u"),
+        ("host=h password='a b' user=u", "host=h password=*** user=u"),
+        (
+            "postgresql://h/db?password=s3cret&sslmode=require",
+            "postgresql://h/db?password=***&sslmode=require",
+        ),
+        ("postgresql://u@h/db", "postgresql://u@h/db"),
+    ],
+)
+def test_redact_hides_passwords(text: str, expected: str) -> None:
+    from txoutbox.redact import redact
+
+    assert redact(text) == expected

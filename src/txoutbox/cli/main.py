@@ -2,37 +2,31 @@
 
 from __future__ import annotations
 
+import os
 import sys
-from typing import Any
 
 import click
 import psycopg
 
+from txoutbox.cli.common import connect as _connect
+from txoutbox.cli.common import json_option, limit_option
+from txoutbox.cli.common import load_settings as _settings
 from txoutbox.cli.output import print_record, print_rows, to_json
-from txoutbox.config import Settings
+from txoutbox.cli.plugins import PluginGroup
 from txoutbox.errors import ConfigurationError, TxOutboxError
-
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-limit_option = click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 100_000))
+from txoutbox.redact import redact
 
 
-def _settings(*, need_sqs: bool = False) -> Settings:
-    return Settings.from_env(need_sqs=need_sqs)
-
-
-def _connect() -> Any:
-    from txoutbox import ops
-
-    return ops.connect(_settings().database_url)
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.group(
+    cls=PluginGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110}
+)
 @click.version_option(package_name="txoutbox")
 def cli() -> None:
     """txoutbox: a transactional outbox for PostgreSQL and SQS, with its flight-booking reference system.
 
     With no configuration, commands use the local stack that `txoutbox up` runs. DATABASE_URL,
-    SQS_QUEUE_URL, SQS_ENDPOINT_URL and AWS_REGION point them at real infrastructure.
+    SQS_QUEUE_URL, SQS_ENDPOINT_URL and AWS_REGION point them at real infrastructure. Applications add
+    their own commands (entry-point group `txoutbox.cli`), e.g. `api`, `flights` and `payments`.
     """
 
 
@@ -68,53 +62,15 @@ def up(host: str, port: int, sqs_port: int, relays: int, metrics_port: int) -> N
 
 @cli.command()
 @click.option(
-    "--host", default="127.0.0.1", show_default=True, help="Address to bind (0.0.0.0 in containers)."
-)
-@click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
-@click.option("--migrate", is_flag=True, help="Apply pending migrations before serving.")
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Server processes.")
-def api(host: str, port: int, migrate: bool, workers: int) -> None:
-    """Serve the booking API (FastAPI)."""
-    import uvicorn
-
-    from txoutbox import logs
-    from txoutbox.cli.up import check_port
-
-    logs.configure()
-    settings = _settings()
-    if migrate:
-        _apply_migrations(settings, None)
-    check_port(host, port, "the API")
-    click.echo(
-        f"booking API on http://{host}:{port} (Swagger UI: http://{host}:{port}/swagger-ui/index.html)"
-    )
-    config: dict[str, Any] = {
-        "host": host,
-        "port": port,
-        "access_log": False,
-        "server_header": False,
-        "log_config": None,
-        "loop": "uvloop",
-        "http": "httptools",
-        "timeout_graceful_shutdown": 10,
-    }
-    if workers > 1:
-        uvicorn.run("flights.app:app_from_env", factory=True, workers=workers, **config)
-    else:
-        from flights.app import create_app
-
-        uvicorn.run(create_app(settings), **config)
-
-
-@cli.command()
-@click.option(
     "--null-publisher", is_flag=True, hidden=True, help="Benchmarks: accept everything, send nothing."
 )
 def relay(null_publisher: bool) -> None:
     """Publish outbox events to SQS (any number of relays can run side by side)."""
     from txoutbox import logs
     from txoutbox.metrics import RelayMetrics
-    from txoutbox.publisher import NullPublisher, Publisher, SqsPublisher
+    from txoutbox.publishers import Publisher
+    from txoutbox.publishers.null import NullPublisher
+    from txoutbox.publishers.sqs import SqsPublisher
     from txoutbox.relay import Relay
     from txoutbox.service import run_until_signalled
 
@@ -136,49 +92,18 @@ def relay(null_publisher: bool) -> None:
         )
     metrics = RelayMetrics()
     if rs.metrics_port:
-        import os
-
         metrics.serve(rs.metrics_port, os.environ.get("TXOUTBOX_METRICS_HOST", "127.0.0.1"))
     run_until_signalled(Relay(settings, publisher, metrics=metrics).run)
 
 
-@cli.group(invoke_without_command=True)
-@click.option(
-    "--concurrency", default=4, show_default=True, type=click.IntRange(1, 64), help="Long-polling receivers."
-)
-@click.pass_context
-def payments(ctx: click.Context, concurrency: int) -> None:
-    """Run the payment service (consumer); `payments list` shows the payments."""
-    if ctx.invoked_subcommand is not None:
-        return
-    from payments.service import CONSUMER_NAME, process_payments
-    from txoutbox import logs
-    from txoutbox.consumer import Consumer
-    from txoutbox.service import run_until_signalled
-
-    logs.configure()
-    settings = _settings(need_sqs=True)
-    run_until_signalled(Consumer(settings, CONSUMER_NAME, process_payments, concurrency=concurrency).run)
-
-
-@payments.command("list")
-@json_option
-@limit_option
-def payments_list(as_json: bool, limit: int) -> None:
-    """List the payments made."""
-    from payments.queries import LIST_PAYMENTS
-
-    with _connect() as conn:
-        rows = conn.execute(LIST_PAYMENTS, {"limit": limit}).fetchall()
-    print_rows(rows, as_json=as_json, empty="no payments yet")
-
-
 @cli.command()
-@click.option("--component", "components", multiple=True, help="Only these (txoutbox, flights, payments).")
+@click.option(
+    "--component", "components", multiple=True, help="Only these (txoutbox and the installed applications)."
+)
 @click.option("--dry-run", is_flag=True, help="List pending migrations, apply nothing.")
 def migrate(components: tuple[str, ...], dry_run: bool) -> None:
     """Apply pending SQL migrations (safe to run from several processes at once)."""
-    from txoutbox.migrate import pending, resolve_components
+    from txoutbox.migrate import apply_migrations, pending, resolve_components
 
     settings = _settings()
     chosen = resolve_components(list(components))
@@ -186,13 +111,7 @@ def migrate(components: tuple[str, ...], dry_run: bool) -> None:
         todo = pending(settings.database_url, chosen)
         click.echo("\n".join(f"pending: {m.label}" for m in todo) or "nothing to apply")
         return
-    _apply_migrations(settings, list(components))
-
-
-def _apply_migrations(settings: Settings, components: list[str] | None) -> None:
-    from txoutbox.migrate import apply_migrations, resolve_components
-
-    done = apply_migrations(settings.database_url, resolve_components(components))
+    done = apply_migrations(settings.database_url, chosen)
     click.echo("\n".join(f"applied {m.label}" for m in done) or "schema up to date")
 
 
@@ -217,23 +136,6 @@ def status(as_json: bool) -> None:
     click.echo(f"oldest        {outbox['oldest_age_seconds']:.1f} s")
     click.echo(f"dead letters  {outbox['dead_letters']}")
     click.echo(f"circuit       {outbox['circuit']} ({outbox['relays']} relay(s) reporting)")
-
-
-@cli.group()
-def flights() -> None:
-    """The booking service's flights."""
-
-
-@flights.command("list")
-@json_option
-@limit_option
-def flights_list(as_json: bool, limit: int) -> None:
-    """List booked flights."""
-    from flights.queries import TABLE_FLIGHTS
-
-    with _connect() as conn:
-        rows = conn.execute(TABLE_FLIGHTS, {"limit": limit}).fetchall()
-    print_rows(rows, as_json=as_json, empty="no flights booked yet")
 
 
 @cli.group()
@@ -435,7 +337,10 @@ def fault_sqs(mode: str) -> None:
 
 
 def main() -> None:
-    """Console entry point: translate every expected failure into one line and a non-zero exit."""
+    """Console entry point: translate every failure into one line on stderr and a non-zero exit.
+
+    Every message goes through `redact`: a connection string in an error never shows its password.
+    """
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:
@@ -444,18 +349,23 @@ def main() -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except TxOutboxError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
-    except psycopg.errors.UndefinedTable as exc:
-        click.echo(
-            f"error: the database is not migrated ({exc.diag.message_primary}): run `txoutbox migrate`",
-            err=True,
-        )
-        sys.exit(1)
-    except psycopg.OperationalError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        click.echo(f"error: cannot reach the database: {first}", err=True)
-        sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
+    except Exception as exc:  # the last line of defence: one sentence, never a traceback or a secret
+        if os.environ.get("TXOUTBOX_DEBUG") and not isinstance(exc, TxOutboxError | psycopg.Error):
+            raise  # a bug: the developer asked for the traceback
+        click.echo(f"error: {redact(_describe(exc))}", err=True)
+        sys.exit(1)
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, TxOutboxError):
+        return str(exc)
+    if isinstance(exc, psycopg.errors.UndefinedTable):
+        return f"the database is not migrated ({exc.diag.message_primary}): run `txoutbox migrate`"
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, psycopg.OperationalError):
+        return f"cannot reach the database: {first}"
+    if isinstance(exc, psycopg.Error):
+        return f"the database refused the command: {first}"
+    return f"unexpected {type(exc).__name__}: {first} (TXOUTBOX_DEBUG=1 shows the traceback)"

@@ -1,0 +1,31 @@
+"""What routes depend on, resolved per request from the app that `create_app` built."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from flights.db import Database
+from flights.settings import ApiSettings
+from txoutbox.config import Settings
+
+
+def database(request: Request) -> Database:
+    db: Database = request.app.state.database
+    return db
+
+
+def settings(request: Request) -> Settings:
+    value: Settings = request.app.state.settings
+    return value
+
+
+def api_settings(request: Request) -> ApiSettings:
+    value: ApiSettings = request.app.state.api_settings
+    return value
+
+
+DatabaseDep = Annotated[Database, Depends(database)]
+SettingsDep = Annotated[Settings, Depends(settings)]
+ApiSettingsDep = Annotated[ApiSettings, Depends(api_settings)]

@@ -1,0 +1,38 @@
+"""What every command shares, the library's and the plugins' (`flights.cli`, `payments.cli`, ...)."""
+
+from __future__ import annotations
+
+import socket
+
+import click
+import psycopg
+
+from txoutbox import ops
+from txoutbox.config import Settings
+from txoutbox.errors import ConfigurationError
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+limit_option = click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 100_000))
+
+
+def load_settings(*, need_sqs: bool = False) -> Settings:
+    """The settings from the environment (or the local stack); ConfigurationError names what is wrong."""
+    return Settings.from_env(need_sqs=need_sqs)
+
+
+def connect() -> psycopg.Connection[ops.Row]:
+    """An autocommit connection to the configured database, rows as dicts."""
+    return ops.connect(load_settings().database_url)
+
+
+def check_port(host: str, port: int, what: str) -> None:
+    """Refuse to start `what` on a port already in use, in one sentence (not a bind traceback)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            raise ConfigurationError(
+                f"port {port} on {host} is already in use, so {what} cannot start there: stop whatever "
+                "uses it, or choose another port"
+            ) from None
