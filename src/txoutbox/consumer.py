@@ -24,8 +24,10 @@ from txoutbox import queries
 from txoutbox.config import Settings
 from txoutbox.connections import DB_ERRORS, aio_sqs_client, open_pool
 from txoutbox.errors import TxOutboxError
+from txoutbox.inbox_pruner import DEFAULT_RETENTION_DAYS, InboxPruner
 from txoutbox.publishers.sqs_client import memoize_user_agent
 from txoutbox.publishers.sqs_errors import classify
+from txoutbox.tracing import process_span
 from txoutbox.wire import InboundEvent, MalformedMessageError, parse_message
 
 __all__ = ["Consumer", "Handler", "InboundEvent", "MalformedMessageError"]
@@ -48,6 +50,8 @@ class Consumer:
         concurrency: int = 4,
         wait_seconds: int = 20,
         max_receive_count: int = 10,
+        reprocess_replayed: bool = False,
+        inbox_retention_days: float = DEFAULT_RETENTION_DAYS,
     ) -> None:
         if not settings.sqs_queue_url:
             raise TxOutboxError("the consumer needs SQS_QUEUE_URL")
@@ -57,6 +61,10 @@ class Consumer:
         self.concurrency = concurrency
         self.wait_seconds = wait_seconds
         self.max_receive_count = max_receive_count
+        self.inbox_retention_days = inbox_retention_days  # see txoutbox.inbox_pruner
+        # A replayed event (`txoutbox replay`) already in the inbox is a duplicate like any other, unless
+        # this is set: then the handler runs again for it.
+        self.reprocess_replayed = reprocess_replayed
         self.processed = 0
         self.duplicates = 0
         self._stop = asyncio.Event()
@@ -89,6 +97,8 @@ class Consumer:
                 self.settings.sqs_queue_url,
             )
             loops = [asyncio.create_task(self._loop()) for _ in range(self.concurrency)]
+            pruner = InboxPruner(self._pool, self.name, self.inbox_retention_days)
+            loops.append(asyncio.create_task(pruner.run(stop)))
             await stop.wait()
             log.info("%s consumer stopping", self.name)
             await asyncio.gather(*loops, return_exceptions=True)
@@ -109,7 +119,7 @@ class Consumer:
                 QueueUrl=self.settings.sqs_queue_url,
                 MaxNumberOfMessages=10,
                 WaitTimeSeconds=self.wait_seconds,
-                AttributeNames=["ApproximateReceiveCount"],
+                AttributeNames=["ApproximateReceiveCount", "MessageGroupId"],
                 MessageAttributeNames=["All"],
             )
         )
@@ -152,11 +162,16 @@ class Consumer:
 
     async def _handle(self, messages: list[dict[str, Any]]) -> None:
         events: list[InboundEvent] = []
+        held: set[str] = set()  # groups with an earlier message left on the queue: their later ones wait too
         for message in messages:
             try:
-                events.append(parse_message(message))
+                event = parse_message(message)
             except MalformedMessageError as exc:
                 self._malformed(message.get("MessageId", "?"), message, str(exc))
+                held.add(str(message.get("Attributes", {}).get("MessageGroupId", "")))
+                continue
+            if event.aggregate_id not in held:  # the relay's MessageGroupId is the aggregate id
+                events.append(event)
         if not events:
             return
         while True:
@@ -199,14 +214,23 @@ class Consumer:
             async with self._pool.connection() as conn, conn.transaction():
                 fresh, duplicates = await self._claim(conn, events)
                 if fresh:
-                    await self.handler(conn, fresh)
+                    with process_span(self.settings.sqs_queue_url or "", fresh, fresh[0].message_id):
+                        await self.handler(conn, fresh)
         except DB_ERRORS:
             raise
         except Exception as exc:
             if len(events) > 1:
+                # One at a time. Once an event fails, the later events of its group (aggregate) are left on
+                # the queue too, neither handled nor deleted: SQS delivers them again after it, in order.
                 done: list[InboundEvent] = []
+                failed_groups: set[str] = set()
                 for event in events:
-                    done += await self._process_batch([event])
+                    if event.aggregate_id in failed_groups:
+                        continue
+                    handled = await self._process_batch([event])
+                    if not handled:
+                        failed_groups.add(event.aggregate_id)
+                    done += handled
                 return done
             self._failed(events[0], exc)  # left on the queue: redelivered, then redriven to the DLQ
             return []
@@ -242,6 +266,12 @@ class Consumer:
             if event.event_id in new:
                 fresh.append(event)
                 new.discard(event.event_id)  # the same event twice in one batch: handle it once
+            elif (
+                self.reprocess_replayed
+                and event.replayed
+                and all(e.event_id != event.event_id for e in fresh)
+            ):
+                fresh.append(event)
             else:
                 duplicates.append(event)
         return fresh, duplicates

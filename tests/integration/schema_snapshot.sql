@@ -270,6 +270,10 @@ CREATE INDEX dead_letters_aggregate_idx ON txoutbox.dead_letters USING btree (ag
 
 
 
+CREATE INDEX inbox_processed_idx ON txoutbox.inbox USING btree (consumer, processed_at);
+
+
+
 CREATE INDEX outbox_aggregate_idx ON txoutbox.outbox USING btree (aggregate_type, aggregate_id, id);
 
 

@@ -107,3 +107,68 @@ async def test_failing_message_goes_to_dlq_after_10_receives_then_redrive_pays_o
     async with consuming(settings):
         assert await apoll(lambda: [p[0] for p in payments(settings.database_url)] == [13, 14], 15)
     assert [p[0] for p in payments(settings.database_url)] == [13, 14]
+
+
+async def test_a_failed_event_holds_back_the_later_events_of_its_group(settings: Settings, sqs: Any) -> None:
+    """Batch A1 A2 A3 B1, the handler fails once on A2: the one-at-a-time fallback handles A1 and B1, and
+    leaves A3 for redelivery behind A2 (before the fix, A3 was handled and deleted while A2 waited).
+
+    AWS may return several messages of one group in one receive; fauxqs returns one per group. So the
+    events of aggregate A travel in SQS groups of their own here, which puts them in one receive as AWS would.
+    """
+    suffix = uuid.uuid4().hex[:10]
+    queues = ensure_queues(sqs, f"o{suffix}.fifo", f"od{suffix}.fifo", visibility_timeout=1)
+    settings = replace(settings, sqs_queue_url=queues.queue_url, sqs_dlq_url=queues.dlq_url)
+    ids = {name: uuid.uuid4() for name in ("A1", "A2", "A3", "B1")}
+    for name, event_id in ids.items():
+        body = json.loads(envelope(int(name[1]), event_id))
+        send(sqs, queues.queue_url, json.dumps({**body, "aggregateId": name[0]}), group=name)
+    handled: list[str] = []
+    failures: list[str] = []
+    names = {v: k for k, v in ids.items()}
+
+    async def ledger(conn: psycopg.AsyncConnection[Any], events: Any) -> None:
+        for event in events:
+            if names[event.event_id] == "A2" and event.receive_count == 1:  # fails on its first delivery
+                failures.append("A2")
+                raise RuntimeError("transient failure of A2")
+        handled.extend(names[e.event_id] for e in events)  # only once the whole batch succeeded
+
+    consumer = Consumer(settings, "ledger", ledger, concurrency=1, wait_seconds=1)
+    async with running(consumer):
+        assert await apoll(lambda: len(handled) == 4, 20), handled
+        assert await apoll(lambda: queue_depth(sqs, queues.queue_url) == 0, 10)
+    assert failures == ["A2", "A2"]  # in the batch, then alone
+    assert [n for n in handled if n.startswith("A")] == ["A1", "A2", "A3"]
+    assert sorted(handled) == ["A1", "A2", "A3", "B1"]
+
+
+async def test_inbox_ids_past_the_retention_window_are_pruned_in_batches(settings: Settings) -> None:
+    """Ids older than the window (default 15 days) go, in batches, on the consumer's own task; recent stay."""
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO txoutbox.inbox (consumer, event_id, processed_at) "
+            "SELECT 'ledger', gen_random_uuid(), now() - interval '16 days' FROM generate_series(1, 2500)"
+        )
+        conn.execute(
+            "INSERT INTO txoutbox.inbox (consumer, event_id, processed_at) "
+            "SELECT c, gen_random_uuid(), now() - interval '14 days' "
+            "FROM unnest(ARRAY['ledger', 'ledger', 'other']) AS c"
+        )
+        conn.execute(
+            "INSERT INTO txoutbox.inbox (consumer, event_id, processed_at) "
+            "SELECT 'other', gen_random_uuid(), now() - interval '30 days'"
+        )
+
+    def counts() -> list[tuple[Any, ...]]:
+        with psycopg.connect(settings.database_url) as conn:
+            return conn.execute(
+                "SELECT consumer, count(*) FROM txoutbox.inbox GROUP BY consumer ORDER BY consumer"
+            ).fetchall()
+
+    async def nothing(conn: psycopg.AsyncConnection[Any], events: Any) -> None:
+        return None
+
+    async with running(Consumer(settings, "ledger", nothing, concurrency=1, wait_seconds=1)):
+        assert await apoll(lambda: counts() == [("ledger", 2), ("other", 2)], 15), counts()
+    # another consumer's ids are its own business: "other" keeps its 30-day-old id until it prunes
