@@ -7,7 +7,7 @@ UV_VERSION := 0.13.9
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_LINK_MODE := copy
 
-.PHONY: run test test-unit test-integration test-e2e test-infra lint typecheck bench install clean
+.PHONY: run test test-unit test-integration test-e2e test-infra lint typecheck bench install clean chromium
 
 install: $(VENV)/.installed node_modules/.installed
 
@@ -26,10 +26,18 @@ node_modules/.installed: package-lock.json package.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
+# The console's browser test drives Debian's Chromium through Playwright (never `playwright install`: no
+# browser download, only the package registries are reachable). Installed here when missing and we are root.
+chromium:
+	@test -x /usr/bin/chromium || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null || { \
+		echo "installing Debian's chromium for the console's browser test"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+	@test -x /usr/bin/chromium || echo "no /usr/bin/chromium (install Debian's chromium as root): the browser test will be skipped outside CI"
+
 run: install
 	$(BIN)/txoutbox up
 
-test: install
+test: install chromium
 	$(BIN)/python -m pytest -p no:cacheprovider -n 2 --dist loadgroup tests
 
 test-unit: install
@@ -38,7 +46,7 @@ test-unit: install
 test-integration: install
 	$(BIN)/python -m pytest -n 2 tests/integration
 
-test-e2e: install
+test-e2e: install chromium
 	$(BIN)/python -m pytest tests/e2e
 
 test-infra: install
