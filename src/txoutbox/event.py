@@ -17,6 +17,8 @@ from txoutbox.ids import uuid7
 # so an id SQS would refuse is refused here, at write time, where the caller can still fix it.
 _GROUP_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
 _MAX_NAME = 256
+# A JSON `\u0000` escape (an odd number of backslashes before `u0000`): PostgreSQL's jsonb refuses it.
+_NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 
 JsonValue = Mapping[str, Any] | Sequence[Any]
 
@@ -54,6 +56,9 @@ class Event:
         if not isinstance(self.payload, Mapping | list | tuple):
             raise InvalidEventError("payload must be a JSON object or array")
         try:
-            return orjson.dumps(self.payload, option=orjson.OPT_NON_STR_KEYS)
+            payload = orjson.dumps(self.payload, option=orjson.OPT_NON_STR_KEYS)
         except TypeError as exc:
             raise InvalidEventError(f"payload is not JSON-serializable: {exc}") from None
+        if b"\\u0000" in payload and _NUL_ESCAPE.search(payload):
+            raise InvalidEventError("payload contains the character U+0000 (NUL), which jsonb cannot store")
+        return payload

@@ -9,6 +9,7 @@ The consumer reads both, so the format can change while messages of the other wa
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -82,19 +83,34 @@ def encode(
     )
 
 
-# U+FFFE and U+FFFF in UTF-8. SQS refuses them (it takes tab, LF, CR, U+0020-U+D7FF, U+E000-U+FFFD and
-# the planes above), JSON allows them. They are the only refused characters a JSON body made here can hold:
-# C0 controls inside strings are always escaped (by orjson and by PostgreSQL's jsonb output), never raw
-# between tokens, and lone surrogates cannot be stored in jsonb nor written as UTF-8. UTF-8 is
-# self-synchronising, so these byte sequences are always those characters, and only ever inside strings.
+# What SQS refuses in a body: anything but tab, LF, CR, U+0020-U+D7FF, U+E000-U+FFFD and U+10000 up. A JSON
+# body made here can hold only two of those characters, U+FFFE and U+FFFF, and only inside strings: C0
+# controls in strings are always escaped (by orjson and by PostgreSQL's jsonb output), and lone surrogates
+# can be neither stored in jsonb nor written as UTF-8. UTF-8 is self-synchronising, so these byte sequences
+# are always those characters.
 _SQS_REFUSED_UTF8 = ((b"\xef\xbf\xbe", b"\\ufffe"), (b"\xef\xbf\xbf", b"\\uffff"))
+# Characters beyond the BMP (4-byte UTF-8, lead bytes F0-F4): SQS takes them, but SQS-protocol servers that
+# check UTF-16 code units (fauxqs) refuse them, so they go out as surrogate-pair escapes too.
+_FOUR_BYTE_LEAD = re.compile(rb"[\xf0-\xf4]")
+_ASTRAL = re.compile("[\U00010000-\U0010ffff]")
+
+
+def _surrogate_escape(match: re.Match[str]) -> str:
+    code = ord(match.group()) - 0x10000
+    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
 
 
 def sqs_safe(body: bytes) -> bytes:
-    """`body` (JSON) with the characters SQS refuses written as JSON `\\u` escapes: the same JSON value,
-    so every valid payload is publishable and parses back unchanged."""
-    if b"\xef\xbf" not in body:  # the usual case: one scan
+    """`body` (JSON) with U+FFFE, U+FFFF and characters beyond the BMP written as JSON `\\u` escapes: the
+    same JSON value, so every valid payload is publishable and parses back unchanged."""
+    if body.isascii():  # the usual case: one scan at C speed
         return body
+    if b"\xef\xbf" in body:
+        for raw, escaped in _SQS_REFUSED_UTF8:
+            body = body.replace(raw, escaped)
+    if _FOUR_BYTE_LEAD.search(body):
+        body = _ASTRAL.sub(_surrogate_escape, body.decode()).encode()
+    return body
     for raw, escaped in _SQS_REFUSED_UTF8:
         body = body.replace(raw, escaped)
     return body

@@ -62,11 +62,23 @@ async def test_events_of_an_aggregate_keep_their_order(settings: Settings, recei
 
 
 async def test_shutdown_releases_nothing_half_done(settings: Settings) -> None:
+    from collections import Counter
+
+    from tests.helpers import sqs_publisher
+    from tests.integration.test_relay_leases import SlowPublisher
+
+    def leased() -> int:
+        with psycopg.connect(settings.database_url) as conn:
+            row = conn.execute("SELECT count(*) FROM txoutbox.outbox WHERE locked_by IS NOT NULL").fetchone()
+        return int(row[0]) if row else 0
+
     seed_events(settings.database_url, {f"S{i}": 5 for i in range(50)})
-    async with running_relay(settings):
-        pass
+    sent: Counter[str] = Counter()
+    # A slow broker: the stop comes while a claim of 250 events is in hand, mid-publish.
+    async with running_relay(settings, SlowPublisher(sqs_publisher(settings), 0.3, sent)):
+        assert await apoll(lambda: leased() > 0 and sent, 10)
     with psycopg.connect(settings.database_url) as conn:
-        leased = conn.execute("SELECT count(*) FROM txoutbox.outbox WHERE locked_by IS NOT NULL").fetchone()
         relays = conn.execute("SELECT count(*) FROM txoutbox.relays").fetchone()
-    assert leased == (0,)
+    assert leased() == 0
     assert relays == (0,)
+    assert 0 < len(sent) < 250 and outbox_count(settings.database_url) == 250 - len(sent)

@@ -96,17 +96,6 @@ async def test_oversized_event_is_dead_lettered_others_flow_and_its_aggregate_wa
     assert next(b for b in bodies if b["aggregateId"] == "BIG")["eventType"] == "FlightUpdated"
 
 
-async def test_character_sqs_rejects_is_dead_lettered_at_once(settings: Settings) -> None:
-    with psycopg.connect(settings.database_url) as conn:
-        add_events(conn, [Event("Flight", "BAD", "FlightBooked", {"name": "\ufffe"})])
-    async with running_relay(settings):
-        assert await apoll(
-            lambda: _rows(settings.database_url, "SELECT reason FROM txoutbox.dead_letters"), 10
-        )
-    reason = _rows(settings.database_url, "SELECT reason FROM txoutbox.dead_letters")[0]["reason"]
-    assert reason.startswith("InvalidMessageContents") and "U+FFFE" in reason
-
-
 async def test_transient_failures_back_off_then_dead_letter_without_blocking_others(
     settings: Settings, receive_all: Any
 ) -> None:

@@ -13,7 +13,7 @@ from txoutbox.errors import BrokerUnavailableError
 from txoutbox.publishers import EntryFailure, OutgoingMessage
 from txoutbox.publishers.sqs import SqsPublisher
 from txoutbox.publishers.sqs_errors import classify
-from txoutbox.wire import MalformedMessageError, encode_envelope, parse_message
+from txoutbox.wire import MalformedMessageError, encode, encode_envelope, parse_message
 
 
 def test_envelope_fields_and_data_spliced_verbatim() -> None:
@@ -93,3 +93,21 @@ def test_parse_message_reads_the_envelope_and_names_what_is_wrong() -> None:
     ]:
         with pytest.raises(MalformedMessageError, match=reason):
             parse_message({"Body": bad, "ReceiptHandle": "r"})
+
+
+def test_characters_sqs_refuses_go_out_as_escapes_and_parse_back_unchanged() -> None:
+    data = {"to": "Par\ufffeis\uffff", "k\uffff": "caf\u00e9 \U0001f600", "ctl": "\u0001\t"}
+    body = encode(
+        "envelope",
+        row_id=1,
+        event_id=uuid.uuid4(),
+        event_type="FlightBooked",
+        aggregate_type="Flight",
+        aggregate_id="1",
+        occurred_at=dt.datetime.now(dt.UTC),
+        payload_json=orjson.dumps(data).decode(),
+    )
+    assert b"\xef\xbf\xbf" not in body and b"\\uffff" in body and b"\\ud83d\\ude00" in body
+    assert SqsPublisher("http://q", region="eu-west-1").check(_message(body)) is None
+    event = parse_message({"Body": body.decode(), "ReceiptHandle": "r"})
+    assert event.data == data
