@@ -17,6 +17,7 @@ from click.termui import progressbar
 
 from txoutbox.cli.common import connect, json_option, limit_option, load_settings
 from txoutbox.cli.output import print_rows, to_json
+from txoutbox.errors import ConfigurationError
 from txoutbox.replay import Selection
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -162,7 +163,7 @@ def retention(days: int | None, as_json: bool) -> None:
 
     days = days or load_settings().relay.retention_days
     if not days:
-        raise click.UsageError("retention is off: set TXOUTBOX_RETENTION_DAYS or pass --days")
+        raise ConfigurationError("retention is off: set TXOUTBOX_RETENTION_DAYS or pass --days")
     with connect() as conn:
         report = maintain(conn, days)
     if as_json:
