@@ -24,8 +24,36 @@ MAX_RECEIVE_COUNT = 10
 MAX_MESSAGE_BYTES = 262_144  # the relay refuses (dead-letters) larger events itself
 LOG_RETENTION = logs.RetentionDays.ONE_MONTH
 
-# An IPv4 CIDR block such as 203.0.113.7/32.
-CIDR_PATTERN = r"^(\d{1,3}\.){3}\d{1,3}/(\d|[12]\d|3[0-2])$"
+# An IPv4 CIDR block such as 203.0.113.7/32, prefix length 1..32: a /0 block lets the whole internet in,
+# and is accepted only when asked for by name (`cdk deploy -c allowAnyIp=true ...`).
+CIDR_PATTERN = r"^(\d{1,3}\.){3}\d{1,3}/([1-9]|[12]\d|3[0-2])$"
+ANY_CIDR_PATTERN = r"^(\d{1,3}\.){3}\d{1,3}/(\d|[12]\d|3[0-2])$"
+ALLOW_ANY_IP_FLAG = "allowAnyIp"
+
+# Requests per 5 minutes from one address before the rate rule blocks it (context `rateLimit`).
+RATE_LIMIT = 1_000
+# AWS managed rule groups, in order: OWASP-style common rules, known bad inputs (Log4Shell, ...), SQLi.
+MANAGED_RULE_GROUPS = [
+    "AWSManagedRulesCommonRuleSet",
+    "AWSManagedRulesKnownBadInputsRuleSet",
+    "AWSManagedRulesSQLiRuleSet",
+]
+
+
+def context_flag(scope: Construct, name: str) -> bool:
+    """A boolean context value (`-c name=true`), refusing anything but true/false."""
+    value = scope.node.try_get_context(name)
+    if value is None or value is False or value == "false":
+        return False
+    if value is True or value == "true":
+        return True
+    raise ValueError(f"context {name} must be true or false, got {value!r}")
+
+
+def _visibility(metric_name: str) -> wafv2.CfnWebACL.VisibilityConfigProperty:
+    return wafv2.CfnWebACL.VisibilityConfigProperty(
+        cloud_watch_metrics_enabled=True, metric_name=metric_name, sampled_requests_enabled=True
+    )
 
 
 class BaseStack(Stack):
@@ -38,14 +66,20 @@ class BaseStack(Stack):
     def __init__(self, scope: Construct, construct_id: str, **kwargs: Any) -> None:
         super().__init__(scope, construct_id, **kwargs)
 
+        allow_any_ip = context_flag(self, ALLOW_ANY_IP_FLAG)
         my_public_ip = CfnParameter(
             self,
             "myPublicIP",
             type="String",
             description="The only address the web firewall lets through, as a CIDR block: 203.0.113.7/32",
-            allowed_pattern=CIDR_PATTERN,
-            constraint_description="an IPv4 CIDR block such as 203.0.113.7/32",
+            allowed_pattern=ANY_CIDR_PATTERN if allow_any_ip else CIDR_PATTERN,
+            constraint_description=(
+                "an IPv4 CIDR block such as 203.0.113.7/32"
+                if allow_any_ip
+                else f"an IPv4 CIDR block such as 203.0.113.7/32 (/0 needs -c {ALLOW_ANY_IP_FLAG}=true)"
+            ),
         )
+        rate_limit = int(self.node.try_get_context("rateLimit") or RATE_LIMIT)
 
         # --- network: 2 AZs, one NAT gateway (cost), flow logs kept a month ------------------------------
         flow_log_group = logs.LogGroup(
@@ -71,7 +105,7 @@ class BaseStack(Stack):
             },
         )
 
-        # --- WAF: block everything but the deployer's address ------------------------------------------
+        # --- WAF: rate limit, AWS managed rules, then only the deployer's address -----------------------
         ip_set = wafv2.CfnIPSet(
             self,
             "AllowedIpSet",
@@ -80,31 +114,53 @@ class BaseStack(Stack):
             addresses=[my_public_ip.value_as_string],
             description="Deployer address from the myPublicIP parameter",
         )
+        # Evaluated in priority order; the first rule that blocks or allows ends the evaluation: floods and
+        # malicious requests are blocked even from the allowed address, then only that address gets in.
+        rules = [
+            wafv2.CfnWebACL.RuleProperty(
+                name="RateLimitPerIp",
+                priority=0,
+                action=wafv2.CfnWebACL.RuleActionProperty(block={}),
+                statement=wafv2.CfnWebACL.StatementProperty(
+                    rate_based_statement=wafv2.CfnWebACL.RateBasedStatementProperty(
+                        limit=rate_limit, aggregate_key_type="IP", evaluation_window_sec=300
+                    )
+                ),
+                visibility_config=_visibility("rateLimitPerIp"),
+            ),
+            *(
+                wafv2.CfnWebACL.RuleProperty(
+                    name=group,
+                    priority=priority,
+                    override_action=wafv2.CfnWebACL.OverrideActionProperty(none={}),
+                    statement=wafv2.CfnWebACL.StatementProperty(
+                        managed_rule_group_statement=wafv2.CfnWebACL.ManagedRuleGroupStatementProperty(
+                            vendor_name="AWS", name=group
+                        )
+                    ),
+                    visibility_config=_visibility(group),
+                )
+                for priority, group in enumerate(MANAGED_RULE_GROUPS, start=1)
+            ),
+            wafv2.CfnWebACL.RuleProperty(
+                name="AllowMyPublicIP",
+                priority=len(MANAGED_RULE_GROUPS) + 1,
+                action=wafv2.CfnWebACL.RuleActionProperty(allow={}),
+                statement=wafv2.CfnWebACL.StatementProperty(
+                    ip_set_reference_statement=wafv2.CfnWebACL.IPSetReferenceStatementProperty(
+                        arn=ip_set.attr_arn
+                    )
+                ),
+                visibility_config=_visibility("allowMyPublicIP"),
+            ),
+        ]
         self.web_acl = wafv2.CfnWebACL(
             self,
             "WebAcl",
             scope="REGIONAL",
             default_action=wafv2.CfnWebACL.DefaultActionProperty(block={}),
-            visibility_config=wafv2.CfnWebACL.VisibilityConfigProperty(
-                cloud_watch_metrics_enabled=True, metric_name="flightsWebAcl", sampled_requests_enabled=True
-            ),
-            rules=[
-                wafv2.CfnWebACL.RuleProperty(
-                    name="AllowMyPublicIP",
-                    priority=0,
-                    action=wafv2.CfnWebACL.RuleActionProperty(allow={}),
-                    statement=wafv2.CfnWebACL.StatementProperty(
-                        ip_set_reference_statement=wafv2.CfnWebACL.IPSetReferenceStatementProperty(
-                            arn=ip_set.attr_arn
-                        )
-                    ),
-                    visibility_config=wafv2.CfnWebACL.VisibilityConfigProperty(
-                        cloud_watch_metrics_enabled=True,
-                        metric_name="allowMyPublicIP",
-                        sampled_requests_enabled=True,
-                    ),
-                )
-            ],
+            visibility_config=_visibility("flightsWebAcl"),
+            rules=rules,
         )
 
         # --- queues: FIFO, SQS-managed encryption (no KMS key policy to manage), TLS only -----------------

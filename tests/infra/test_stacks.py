@@ -19,7 +19,9 @@ pytestmark = pytest.mark.xdist_group("infra")
 QUEUE_ACTIONS_RELAY = {"sqs:SendMessage"}
 QUEUE_ACTIONS_PAYMENTS = {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"}
 DLQ_ACTIONS_PAYMENTS = {"sqs:ReceiveMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes"}
-COMMON_ENV = {"SQS_QUEUE_URL", "SQS_DLQ_URL", "AWS_REGION", "LOG_FORMAT", "PGSSLMODE"}
+COMMON_ENV = {"SQS_QUEUE_URL", "SQS_DLQ_URL", "AWS_REGION", "LOG_FORMAT", "PGSSLMODE", "PGSSLROOTCERT"}
+RDS_CA_FILE = "/var/lib/txoutbox/rds-ca/global-bundle.pem"
+ROLES = {"api": "txoutbox_api", "relay": "txoutbox_relay", "payments": "txoutbox_payments"}
 PG_SECRETS = {"PGHOST": "host", "PGPORT": "port", "PGDATABASE": "dbname", "PGUSER": "username"}
 PG_SECRETS["PGPASSWORD"] = "password"
 
@@ -115,6 +117,24 @@ def grants(synth: Synth, name: str) -> dict[str, set[str]]:
     return result
 
 
+def attachment_of(synth: Synth, username: str) -> str:
+    """Logical id of the cluster-attached secret of one database user."""
+    for secret_id, secret in of_type(synth.aurora, "AWS::SecretsManager::Secret").items():
+        template = json.loads(secret["Properties"]["GenerateSecretString"]["SecretStringTemplate"])
+        if template["username"] == username:
+            [attachment_id] = [
+                k
+                for k, v in of_type(synth.aurora, "AWS::SecretsManager::SecretTargetAttachment").items()
+                if v["Properties"]["SecretId"] == {"Ref": secret_id}
+            ]
+            return attachment_id
+    raise AssertionError(f"no secret for {username}")
+
+
+def env_of(container_definition: dict[str, Any]) -> dict[str, Any]:
+    return {e["Name"]: e["Value"] for e in container_definition.get("Environment", [])}
+
+
 def arn_of(logical_id: str) -> str:
     return json.dumps({"Fn::GetAtt": [logical_id, "Arn"]}, sort_keys=True)
 
@@ -132,6 +152,8 @@ def test_the_stacks_have_the_seed_names_and_the_ip_parameter(synth: Synth) -> No
     assert pattern.match("203.0.113.7/32")
     assert not pattern.match("203.0.113.7")
     assert not pattern.match("0.0.0.0/0; drop")
+    assert not pattern.match("0.0.0.0/0")  # the whole internet: only with -c allowAnyIp=true
+    assert not pattern.match("203.0.113.7/0")
 
 
 def test_queues_are_fifo_encrypted_and_redriven(synth: Synth) -> None:
@@ -178,7 +200,7 @@ def test_vpc_has_two_azs_one_nat_and_flow_logs(synth: Synth) -> None:
     assert synth.base["Resources"][log_group_id]["Properties"]["RetentionInDays"] > 0
 
 
-def test_waf_blocks_everything_but_my_ip(synth: Synth) -> None:
+def test_waf_rate_limits_applies_managed_rules_then_allows_only_my_ip(synth: Synth) -> None:
     ip_set_id, ip_set = one(synth.base, "AWS::WAFv2::IPSet")
     assert ip_set["Properties"]["Addresses"] == [{"Ref": "myPublicIP"}]
     assert ip_set["Properties"]["Scope"] == "REGIONAL"
@@ -186,9 +208,45 @@ def test_waf_blocks_everything_but_my_ip(synth: Synth) -> None:
     props = acl["Properties"]
     assert props["Scope"] == "REGIONAL"
     assert props["DefaultAction"] == {"Block": {}}
-    [rule] = props["Rules"]
-    assert rule["Action"] == {"Allow": {}}
-    assert rule["Statement"] == {"IPSetReferenceStatement": {"Arn": {"Fn::GetAtt": [ip_set_id, "Arn"]}}}
+    rules = sorted(props["Rules"], key=lambda r: r["Priority"])
+    assert [r["Name"] for r in rules] == [
+        "RateLimitPerIp",
+        "AWSManagedRulesCommonRuleSet",
+        "AWSManagedRulesKnownBadInputsRuleSet",
+        "AWSManagedRulesSQLiRuleSet",
+        "AllowMyPublicIP",
+    ]
+    rate = rules[0]
+    assert rate["Action"] == {"Block": {}}
+    assert rate["Statement"]["RateBasedStatement"] == {
+        "Limit": 1000,
+        "AggregateKeyType": "IP",
+        "EvaluationWindowSec": 300,
+    }
+    for managed in rules[1:4]:
+        assert managed["OverrideAction"] == {"None": {}}  # the groups' own block actions apply
+        assert managed["Statement"]["ManagedRuleGroupStatement"] == {
+            "VendorName": "AWS",
+            "Name": managed["Name"],
+        }
+        assert "Action" not in managed
+    allow = rules[-1]
+    assert allow["Action"] == {"Allow": {}}
+    assert allow["Statement"] == {"IPSetReferenceStatement": {"Arn": {"Fn::GetAtt": [ip_set_id, "Arn"]}}}
+    for rule in rules:
+        assert rule["VisibilityConfig"]["CloudWatchMetricsEnabled"] is True
+
+
+def test_the_whole_internet_is_allowed_only_when_asked_for_by_name(tmp_path: Path) -> None:
+    synth = synthesize(tmp_path, allowAnyIp="true")
+    pattern = re.compile(synth.base["Parameters"]["myPublicIP"]["AllowedPattern"])
+    assert pattern.match("0.0.0.0/0")
+    assert pattern.match("203.0.113.7/32")
+    app_module = load_app_module()
+    import aws_cdk as cdk
+
+    with pytest.raises(ValueError, match="allowAnyIp"):
+        app_module.build(cdk.App(context={"allowAnyIp": "yes"}))
 
 
 def test_ecs_cluster_has_container_insights(synth: Synth) -> None:
@@ -228,18 +286,27 @@ def test_database_lives_in_isolated_subnets(synth: Synth) -> None:
 
 
 def test_credentials_are_generated_in_secrets_manager(synth: Synth) -> None:
-    secret_id, secret = one(synth.aurora, "AWS::SecretsManager::Secret")
-    generate = secret["Properties"]["GenerateSecretString"]
-    assert json.loads(generate["SecretStringTemplate"]) == {"username": "dbaadmin", "dbname": "outboxPattern"}
-    assert generate["GenerateStringKey"] == "password"
-    assert "SecretString" not in secret["Properties"]
-    assert secret["DeletionPolicy"] == "Retain"  # it holds the password of the final snapshot
+    """The master user's secret, and one per service role; every password generated, none in the template."""
+    secrets = of_type(synth.aurora, "AWS::SecretsManager::Secret")
+    users = {}
+    for secret_id, secret in secrets.items():
+        generate = secret["Properties"]["GenerateSecretString"]
+        template = json.loads(generate["SecretStringTemplate"])
+        assert template["dbname"] == "outboxPattern"
+        assert generate["GenerateStringKey"] == "password"
+        assert "SecretString" not in secret["Properties"]
+        users[template["username"]] = (secret_id, secret)
+    assert set(users) == {"dbaadmin", *ROLES.values()}
+    master_id, master = users["dbaadmin"]
+    assert master["DeletionPolicy"] == "Retain"  # it holds the password of the final snapshot
     _, cluster = one(synth.aurora, "AWS::RDS::DBCluster")
     assert cluster["Properties"]["MasterUserPassword"] == {
-        "Fn::Join": ["", ["{{resolve:secretsmanager:", {"Ref": secret_id}, ":SecretString:password::}}"]]
+        "Fn::Join": ["", ["{{resolve:secretsmanager:", {"Ref": master_id}, ":SecretString:password::}}"]]
     }
-    _, attachment = one(synth.aurora, "AWS::SecretsManager::SecretTargetAttachment")
-    assert attachment["Properties"]["SecretId"] == {"Ref": secret_id}
+    cluster_id, _ = one(synth.aurora, "AWS::RDS::DBCluster")
+    for user in users:
+        attachment = synth.aurora["Resources"][attachment_of(synth, user)]["Properties"]
+        assert attachment["TargetId"] == {"Ref": cluster_id}  # host and port written into the secret
 
 
 @pytest.mark.parametrize("stack", ["base", "aurora"])
@@ -274,26 +341,30 @@ def test_three_fargate_services_from_one_image(synth: Synth) -> None:
     assert len(images) == 1
 
 
-def test_relay_and_payments_start_after_the_api_has_migrated(synth: Synth) -> None:
-    api_service_id = next(
-        k
-        for k, v in of_type(synth.aurora, "AWS::ECS::Service").items()
-        if v["Properties"]["TaskDefinition"] == {"Ref": container(synth, "api")[0]}
-    )
-    for name in ("relay", "payments"):
+def test_the_services_start_after_the_migration_task_has_succeeded(synth: Synth) -> None:
+    migration_id, migration = one(synth.aurora, "Custom::TxoutboxMigration")
+    for name in ("api", "relay", "payments"):
         tid = container(synth, name)[0]
         [svc] = [
             v
             for v in of_type(synth.aurora, "AWS::ECS::Service").values()
             if v["Properties"]["TaskDefinition"] == {"Ref": tid}
         ]
-        assert api_service_id in svc.get("DependsOn", [])
+        assert migration_id in svc.get("DependsOn", [])
+    cluster_id, _ = one(synth.aurora, "AWS::RDS::DBCluster")
+    instance_id, _ = one(synth.aurora, "AWS::RDS::DBInstance")
+    assert {cluster_id, instance_id} <= set(migration["DependsOn"])
+    # a new image or new role SQL is a new task definition revision: the task runs again
+    migrate_tid, _, _ = container(synth, "migrate")
+    assert migration["Properties"]["TaskDefinitionArn"] == {"Ref": migrate_tid}
+    sg_id = migration["Properties"]["SecurityGroups"][0]["Fn::GetAtt"][0]
+    assert "migration" in synth.aurora["Resources"][sg_id]["Properties"]["GroupDescription"]
 
 
 @pytest.mark.parametrize(
     ("name", "command"),
     [
-        ("api", ["api", "--host", "0.0.0.0", "--port", "8080", "--migrate"]),
+        ("api", ["api", "--host", "0.0.0.0", "--port", "8080"]),  # no --migrate: its role may not
         ("relay", ["relay"]),
         ("payments", ["payments"]),
     ],
@@ -302,16 +373,17 @@ def test_containers_commands_environment_and_secrets(synth: Synth, name: str, co
     _, td, c = container(synth, name)
     assert c["Command"] == command  # arguments of the image's ENTRYPOINT ["txoutbox"]
     assert "EntryPoint" not in c
-    env = {e["Name"]: e["Value"] for e in c["Environment"]}
+    env = env_of(c)
     assert env.keys() >= COMMON_ENV
     assert env["LOG_FORMAT"] == "json"
-    assert env["PGSSLMODE"] == "require"
+    assert env["PGSSLMODE"] == "verify-full"  # the server's certificate and name are verified
+    assert env["PGSSLROOTCERT"] == RDS_CA_FILE
     assert env["AWS_REGION"] == {"Ref": "AWS::Region"}
     queue_id, dlq_id = queue_ids(synth)
     assert exported(synth, env["SQS_QUEUE_URL"]) == {"Ref": queue_id}
     assert exported(synth, env["SQS_DLQ_URL"]) == {"Ref": dlq_id}
     assert not {"DATABASE_URL", *PG_SECRETS} & env.keys()
-    attachment_id, _ = one(synth.aurora, "AWS::SecretsManager::SecretTargetAttachment")
+    attachment_id = attachment_of(synth, ROLES[name])  # the service's own role, not the master user
     secrets = {s["Name"]: s["ValueFrom"] for s in c["Secrets"]}
     assert secrets == {
         var: {"Fn::Join": ["", [{"Ref": attachment_id}, f":{field}::"]]} for var, field in PG_SECRETS.items()
@@ -327,15 +399,18 @@ def test_relay_serves_metrics_and_api_listens_on_8080(synth: Synth) -> None:
     assert container(synth, "api")[2]["PortMappings"] == [{"ContainerPort": 8080, "Protocol": "tcp"}]
 
 
-def test_execution_roles_may_read_the_db_secret(synth: Synth) -> None:
-    attachment_id, _ = one(synth.aurora, "AWS::SecretsManager::SecretTargetAttachment")
-    for name in ("api", "relay", "payments"):
+def test_each_execution_role_may_read_only_its_own_db_secret(synth: Synth) -> None:
+    attachments = {u: attachment_of(synth, u) for u in ("dbaadmin", *ROLES.values())}
+    for name, users in (*((n, {r}) for n, r in ROLES.items()), ("migrate", set(attachments))):
         _, td, _ = container(synth, name)
         statements = role_statements(synth, td["ExecutionRoleArn"]["Fn::GetAtt"][0])
-        assert any(
-            "secretsmanager:GetSecretValue" in actions(s) and s["Resource"] == {"Ref": attachment_id}
+        readable = {
+            json.dumps(r)
             for s in statements
-        )
+            if "secretsmanager:GetSecretValue" in actions(s)
+            for r in (s["Resource"] if isinstance(s["Resource"], list) else [s["Resource"]])
+        }
+        assert readable == {json.dumps({"Ref": attachments[u]}) for u in users}, name
         assert not any(a.startswith("sqs:") for s in statements for a in actions(s))
 
 
@@ -353,9 +428,13 @@ def test_log_groups_have_a_retention(synth: Synth) -> None:
 # -- least privilege ------------------------------------------------------------------------------------
 
 
-def test_relay_may_only_send_to_the_queue(synth: Synth) -> None:
+def test_relay_may_only_send_to_the_queue_and_write_its_metrics(synth: Synth) -> None:
     queue_id, _ = queue_ids(synth)
-    assert grants(synth, "relay") == {arn_of(queue_id): QUEUE_ACTIONS_RELAY}
+    group_id = next(k for k in of_type(synth.aurora, "AWS::Logs::LogGroup") if k.startswith("MetricsLogs"))
+    assert grants(synth, "relay") == {
+        arn_of(queue_id): QUEUE_ACTIONS_RELAY,
+        arn_of(group_id): {"logs:CreateLogStream", "logs:PutLogEvents"},  # the collector's EMF logs
+    }
 
 
 def test_payments_may_only_consume_the_queue_and_read_the_dlq(synth: Synth) -> None:
@@ -399,7 +478,9 @@ def test_only_the_services_reach_the_database(synth: Synth) -> None:
         for name in ("api", "relay", "payments")
         for sg in service_of(synth, name)["NetworkConfiguration"]["AwsvpcConfiguration"]["SecurityGroups"]
     }
-    assert len(service_sgs) == 3
+    _, migration = one(synth.aurora, "Custom::TxoutboxMigration")
+    service_sgs |= {json.dumps(sg) for sg in migration["Properties"]["SecurityGroups"]}
+    assert len(service_sgs) == 4
     assert {json.dumps(r["SourceSecurityGroupId"]) for r in rules} == service_sgs
     for rule in rules:
         assert (rule["IpProtocol"], rule["FromPort"], rule["ToPort"]) == ("tcp", 5432, 5432)
@@ -422,16 +503,62 @@ def test_alb_is_public_checks_slash_and_is_behind_the_waf(synth: Synth) -> None:
     assert exported(synth, association["Properties"]["WebACLArn"]) == {"Fn::GetAtt": [acl_id, "Arn"]}
 
 
+def scaling_of(synth: Synth, name: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(scalable target, its scaling policies) of one service."""
+    service_id = next(
+        k
+        for k, v in of_type(synth.aurora, "AWS::ECS::Service").items()
+        if v["Properties"]["TaskDefinition"] == {"Ref": container(synth, name)[0]}
+    )
+    for target_id, target in of_type(synth.aurora, "AWS::ApplicationAutoScaling::ScalableTarget").items():
+        if service_id in json.dumps(target["Properties"]["ResourceId"]):
+            policies = [
+                p["Properties"]
+                for p in of_type(synth.aurora, "AWS::ApplicationAutoScaling::ScalingPolicy").values()
+                if p["Properties"]["ScalingTargetId"] == {"Ref": target_id}
+            ]
+            return target["Properties"], policies
+    raise AssertionError(f"{name} does not scale")
+
+
 def test_api_scales_on_cpu_from_2_to_6_at_45_percent(synth: Synth) -> None:
-    _, target = one(synth.aurora, "AWS::ApplicationAutoScaling::ScalableTarget")
-    assert (target["Properties"]["MinCapacity"], target["Properties"]["MaxCapacity"]) == (2, 6)
-    assert target["Properties"]["ScalableDimension"] == "ecs:service:DesiredCount"
-    _, policy = one(synth.aurora, "AWS::ApplicationAutoScaling::ScalingPolicy")
-    config = policy["Properties"]["TargetTrackingScalingPolicyConfiguration"]
+    target, [policy] = scaling_of(synth, "api")
+    assert (target["MinCapacity"], target["MaxCapacity"]) == (2, 6)
+    assert target["ScalableDimension"] == "ecs:service:DesiredCount"
+    config = policy["TargetTrackingScalingPolicyConfiguration"]
     assert config["TargetValue"] == 45
     assert (
         config["PredefinedMetricSpecification"]["PredefinedMetricType"] == "ECSServiceAverageCPUUtilization"
     )
+
+
+def test_relay_scales_out_on_the_backlog(synth: Synth) -> None:
+    target, policies = scaling_of(synth, "relay")
+    assert (target["MinCapacity"], target["MaxCapacity"]) == (2, 6)
+    steps = {}
+    for policy in policies:
+        config = policy["StepScalingPolicyConfiguration"]
+        assert config["AdjustmentType"] == "ChangeInCapacity"
+        for step in config["StepAdjustments"]:
+            steps[step["ScalingAdjustment"]] = step
+    assert set(steps) == {-1, 1, 2}
+    # the alarms driving the policies watch the largest backlog a relay reports
+    alarms = [
+        a["Properties"]
+        for a in of_type(synth.aurora, "AWS::CloudWatch::Alarm").values()
+        if a["Properties"].get("MetricName") == "txoutbox_backlog"
+    ]
+    assert sorted(a["Threshold"] for a in alarms) == [100, 1000]
+    for alarm in alarms:
+        assert alarm["Namespace"] == "txoutbox"
+        assert alarm["Dimensions"] == [{"Name": "Service", "Value": "relay"}]
+        assert alarm["Statistic"] == "Maximum"
+        [action] = alarm["AlarmActions"]
+        assert action["Ref"] in {
+            k
+            for k, v in of_type(synth.aurora, "AWS::ApplicationAutoScaling::ScalingPolicy").items()
+            if v["Properties"] in policies
+        }
 
 
 # -- outputs and the image asset ---------------------------------------------------------------------------
@@ -446,12 +573,22 @@ def test_outputs(synth: Synth) -> None:
     queue_id, dlq_id = queue_ids(synth)
     assert exported(synth, outputs["QueueUrl"]["Value"]) == {"Ref": queue_id}
     assert exported(synth, outputs["DlqUrl"]["Value"]) == {"Ref": dlq_id}
-    attachment_id, _ = one(synth.aurora, "AWS::SecretsManager::SecretTargetAttachment")
-    assert outputs["DbSecretArn"]["Value"] == {"Ref": attachment_id}
+    assert outputs["DbSecretArn"]["Value"] == {"Ref": attachment_of(synth, "dbaadmin")}
     cluster_id, _ = one(synth.aurora, "AWS::RDS::DBCluster")
     assert outputs["DbClusterEndpoint"]["Value"] == {"Fn::GetAtt": [cluster_id, "Endpoint.Address"]}
-    for name in ("EcsClusterName", "ApiTaskDefinitionArn", "AppSubnetIds", "ApiSecurityGroupId"):
-        assert name in outputs  # what `aws ecs run-task` needs for one-off CLI commands
+    for name in (
+        "EcsClusterName",
+        "ApiTaskDefinitionArn",
+        "RelayTaskDefinitionArn",
+        "MigrationTaskDefinitionArn",
+        "AppSubnetIds",
+        "ApiSecurityGroupId",
+        "RelaySecurityGroupId",
+        "MigrationSecurityGroupId",
+        "MigrationLogGroupName",
+        "AlarmTopicArn",
+    ):
+        assert name in outputs  # what `aws ecs run-task` needs for one-off CLI commands, and the alarms
     assert outputs["RelayTaskRoleName"]["Value"] == {"Ref": task_role_id(synth, "relay")}
     assert (
         outputs["PaymentsLogGroupName"]["Value"]
@@ -464,6 +601,11 @@ def test_image_is_built_from_the_repository_root_with_a_small_context(synth: Syn
     [image] = assets["dockerImages"].values()
     assert image["source"]["dockerFile"] == "Dockerfile"
     assert image["source"]["platform"] == "linux/arm64"
+    # the base image is a build argument, pinned by digest
+    assert re.fullmatch(
+        r"docker\.io/library/debian:bookworm-slim@sha256:[0-9a-f]{64}",
+        image["source"]["dockerBuildArgs"]["BASE_IMAGE"],
+    )
     staged = {p.name for p in (synth.assembly_dir / image["source"]["directory"]).iterdir()}
     assert staged == {"Dockerfile", ".dockerignore", "pyproject.toml", "uv.lock", "README.md", "src"}
     staged_files = list((synth.assembly_dir / image["source"]["directory"]).rglob("*"))
