@@ -7,7 +7,7 @@ UV_VERSION := 0.13.9
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_LINK_MODE := copy
 
-.PHONY: run test test-unit test-integration test-e2e test-infra lint typecheck bench install clean chromium
+.PHONY: run test test-unit test-integration test-e2e test-infra lint typecheck bench install clean image chromium
 
 install: $(VENV)/.installed node_modules/.installed
 
@@ -59,6 +59,10 @@ lint: install
 
 bench: install
 	$(BIN)/python -m benchmarks
+
+# Build the container image with podman and check it by chroot (root only; not part of `make test`).
+image: install
+	bash infra/image/build.sh
 
 clean:
 	rm -rf $(VENV) node_modules .txoutbox .pytest_cache .mypy_cache .ruff_cache
