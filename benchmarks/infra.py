@@ -22,9 +22,10 @@ import psycopg
 
 from devstack.postgres import LocalPostgres
 from devstack.sqs import FauxqsProcess, Queues, ensure_queues, free_port, sqs_client
+from txoutbox.config import DEFAULT_REGION
 from txoutbox.migrate import apply_migrations, resolve_components
 
-REGION = "eu-west-1"
+REGION = DEFAULT_REGION
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -173,12 +174,6 @@ def payload_bytes(database_url: str) -> float:
     with psycopg.connect(database_url) as conn:
         row = conn.execute("SELECT avg(octet_length(payload::text)) FROM txoutbox.outbox").fetchone()
     return float(row[0]) if row and row[0] is not None else 0.0
-
-
-def outbox_count(conn: psycopg.Connection[Any]) -> int:
-    row = conn.execute("SELECT count(*) FROM txoutbox.outbox").fetchone()
-    assert row is not None
-    return int(row[0])
 
 
 # -- child processes ------------------------------------------------------------------------------------

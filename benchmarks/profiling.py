@@ -26,7 +26,8 @@ from pathlib import Path
 
 import psycopg
 
-from benchmarks.infra import RESULTS, Child, Stack, outbox_count, progress, seed_backlog, txoutbox
+from benchmarks.infra import RESULTS, Child, Stack, progress, seed_backlog, txoutbox
+from txoutbox.ops import outbox_count
 
 # Stages: the first marker found in a sample's stack (in this order) names the stage it is counted in. A
 # marker is a function name, or `pkg:a,b` for any frame in those packages (work of a client library that

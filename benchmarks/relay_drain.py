@@ -14,11 +14,11 @@ from benchmarks.infra import (
     Stack,
     TreeCpu,
     cpu_meter,
-    outbox_count,
     postmaster_pid,
     seed_backlog,
     txoutbox,
 )
+from txoutbox.ops import outbox_count
 
 
 @dataclass

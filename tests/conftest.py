@@ -20,11 +20,11 @@ import pytest
 
 from devstack.postgres import LocalPostgres
 from devstack.sqs import FauxqsProcess, Queues, ensure_queues, free_port, sqs_client
-from txoutbox.config import RelaySettings, Settings
+from txoutbox.config import DEFAULT_REGION, RelaySettings, Settings
 from txoutbox.migrate import apply_migrations, resolve_components
 
 TEMPLATE = "txoutbox_template"
-REGION = "eu-west-1"
+REGION = DEFAULT_REGION
 
 
 @pytest.fixture(scope="session")

@@ -10,21 +10,12 @@ from typing import Any
 
 import psycopg
 
-from txoutbox import Event, add_events
+from devstack.waiting import poll as poll  # the one bounded wait, re-exported for the tests
+from txoutbox import Event, add_events, ops
 from txoutbox.config import Settings
 from txoutbox.publishers import Publisher
 from txoutbox.publishers.sqs import SqsPublisher
 from txoutbox.relay import Relay
-
-
-def poll(predicate: Callable[[], Any], timeout: float, interval: float = 0.05) -> Any:
-    """Call `predicate` until it returns something truthy or `timeout` passes; return its last value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() >= deadline:
-            return value
-        time.sleep(interval)
 
 
 async def apoll(predicate: Callable[[], Any], timeout: float, interval: float = 0.05) -> Any:
@@ -90,9 +81,7 @@ def running_relay(
 
 def outbox_count(database_url: str) -> int:
     with psycopg.connect(database_url) as conn:
-        row = conn.execute("SELECT count(*) FROM txoutbox.outbox").fetchone()
-        assert row is not None
-        return int(row[0])
+        return ops.outbox_count(conn)
 
 
 def service_env(settings: Settings, **extra: str) -> dict[str, str]:

@@ -6,7 +6,6 @@ import json
 import socket
 import subprocess
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -15,25 +14,14 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from devstack.node import find_package, node_binary
+from payments.queues import DLQ_NAME, MAX_RECEIVE_COUNT, QUEUE_NAME
 from txoutbox import connections
+from txoutbox.cli.common import port_is_free
 from txoutbox.errors import ConfigurationError
 
 LAUNCHER = Path(__file__).with_name("fauxqs_launcher.mjs")
-QUEUE_NAME = "flightQueue.fifo"
-DLQ_NAME = "flightDLQ.fifo"
-MAX_RECEIVE_COUNT = 10
 MAX_MESSAGE_BYTES = 262_144
 FAULT_MODES = ("allow", "deny", "down")
-
-
-def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
 
 
 def free_port() -> int:
@@ -153,12 +141,3 @@ def set_fault(fault_url: str, mode: str, timeout: float = 5.0) -> str:
             return str(json.loads(response.read())["mode"])
     except (urllib.error.URLError, OSError) as exc:
         raise ConfigurationError(f"the local SQS fault switch at {fault_url} did not answer: {exc}") from None
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()

@@ -1,4 +1,7 @@
-"""Logging set-up for the commands: readable lines, or JSON lines with LOG_FORMAT=json (CloudWatch)."""
+"""Logging set-up for the commands: readable lines, or JSON lines with LOG_FORMAT=json (CloudWatch).
+
+Every line goes through `txoutbox.redact`: a connection string in a message or a traceback never shows
+its password."""
 
 from __future__ import annotations
 
@@ -9,6 +12,8 @@ import sys
 
 import orjson
 
+from txoutbox.redact import redact
+
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
@@ -16,11 +21,16 @@ class JsonFormatter(logging.Formatter):
             "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": redact(record.getMessage()),
         }
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+            entry["exception"] = redact(self.formatException(record.exc_info))
         return orjson.dumps(entry).decode()
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
 
 
 def configure(level: str | None = None) -> None:
@@ -28,9 +38,7 @@ def configure(level: str | None = None) -> None:
     if os.environ.get("LOG_FORMAT", "").lower() == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)-5s %(name)s: %(message)s", "%H:%M:%S")
-        )
+        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)-5s %(name)s: %(message)s", "%H:%M:%S"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel((level or os.environ.get("LOG_LEVEL") or "INFO").upper())

@@ -12,6 +12,7 @@ stops with a MigrationError instead of hanging.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 import time
 from dataclasses import dataclass
@@ -69,9 +70,12 @@ def load_migrations(component: str, package: str) -> list[Migration]:
         if match:
             found.append(Migration(component, int(match.group(1)), match.group(2), entry.read_text("utf-8")))
     found.sort(key=lambda m: m.version)
-    versions = [m.version for m in found]
-    if len(set(versions)) != len(versions):
-        raise MigrationError(f"component {component!r} has two migrations with the same number")
+    for before, after in itertools.pairwise(found):
+        if before.version == after.version:
+            raise MigrationError(
+                f"component {component!r} has two migrations numbered {after.version:04d} "
+                f"({before.name} and {after.name}): renumber one"
+            )
     return found
 
 

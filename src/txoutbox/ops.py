@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 
 from txoutbox import queries
 from txoutbox.errors import NotFoundError
@@ -14,7 +14,14 @@ Row = dict[str, Any]
 
 
 def connect(database_url: str) -> psycopg.Connection[Row]:
+    """An autocommit connection for operator commands, rows as dicts."""
     return psycopg.connect(database_url, autocommit=True, row_factory=dict_row, connect_timeout=5)
+
+
+def outbox_count(conn: psycopg.Connection[Any]) -> int:
+    """Events in the outbox (waiting or being published), on any connection whatever its row factory."""
+    row = conn.cursor(row_factory=tuple_row).execute(queries.OUTBOX_COUNT).fetchone()
+    return int(row[0]) if row else 0
 
 
 def outbox_list(

@@ -228,3 +228,16 @@ def test_a_plugin_cannot_replace_a_library_command(settings: Settings, tmp_path:
     env = _install_plugin(tmp_path, "status", "flights.cli:flights")
     result = _txoutbox(settings, "status", "--json", **env)
     assert result.returncode == 0 and json.loads(result.stdout)["status"] == "ok"
+
+
+def test_migrate_gives_up_on_a_held_lock_in_one_sentence(settings: Settings) -> None:
+    from txoutbox.migrate import MIGRATION_LOCK_KEY
+
+    with psycopg.connect(settings.database_url, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
+        result = _txoutbox(settings, "migrate", "--lock-timeout", "0.5")
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "error: another process has held the migration lock for over 0.5 s; wait for it to finish "
+        "(or stop it) and run `txoutbox migrate` again"
+    ]

@@ -21,7 +21,7 @@ from psycopg.conninfo import conninfo_to_dict
 import flights.db as flights_db
 import flights.routes as flights_routes
 from flights.app import create_app
-from txoutbox.config import RelaySettings, Settings
+from txoutbox.config import DEFAULT_REGION, RelaySettings, Settings
 from txoutbox.health import read_health_sync
 
 PARIS_LONDON = {
@@ -38,7 +38,7 @@ def make_settings(database_url: str, **relay: Any) -> Settings:
         sqs_queue_url=None,
         sqs_dlq_url=None,
         sqs_endpoint_url=None,
-        aws_region="eu-west-1",
+        aws_region=DEFAULT_REGION,
         local_stack=True,
         relay=RelaySettings(**relay),
     )

@@ -88,3 +88,30 @@ def test_changed_migration_is_refused(database_url: str, monkeypatch: pytest.Mon
     monkeypatch.setattr(migrate, "load_migrations", edited)
     with pytest.raises(MigrationError, match="was changed after it was applied"):
         migrate.apply_migrations(database_url, {"flights": "flights.migrations"})
+
+
+def test_migrate_waits_a_bounded_time_for_the_lock(database_url: str) -> None:
+    """A migration holding the lock (or a stuck one) makes another run stop with one sentence, not hang."""
+    import time
+
+    from txoutbox import migrate
+    from txoutbox.errors import MigrationError
+
+    with psycopg.connect(database_url, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (migrate.MIGRATION_LOCK_KEY,))
+        started = time.monotonic()
+        with pytest.raises(MigrationError, match="held the migration lock for over 0.5 s"):
+            migrate.apply_migrations(database_url, lock_timeout=0.5)
+        assert time.monotonic() - started < 30
+        holder.execute("SELECT pg_advisory_unlock(%s)", (migrate.MIGRATION_LOCK_KEY,))
+    assert migrate.apply_migrations(database_url, lock_timeout=0.5) == []  # free again: nothing to apply
+
+
+def test_apps_register_their_migrations_by_entry_point() -> None:
+    """The library names none of its applications: flights and payments come from `txoutbox.migrations`."""
+    from txoutbox.errors import MigrationError
+
+    assert list(resolve_components(None)) == ["txoutbox", "flights", "payments"]
+    assert resolve_components(["payments"]) == {"payments": "payments.migrations"}
+    with pytest.raises(MigrationError, match="unknown migration component 'hotels' \\(known: txoutbox, flights"):
+        resolve_components(["hotels"])

@@ -162,3 +162,26 @@ def test_redact_hides_passwords(text: str, expected: str) -> None:
     from txoutbox.redact import redact
 
     assert redact(text) == expected
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_log_lines_never_show_a_password(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, log_format: str
+) -> None:
+    import logging
+
+    from txoutbox import logs
+
+    monkeypatch.setenv("LOG_FORMAT", log_format)
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    logs.configure("INFO")
+    try:
+        try:
+            raise ValueError("cannot use postgresql://app:hunter2@db/flights")
+        except ValueError:
+            logging.getLogger("test").exception("connecting to %s failed", "host=db password=hunter2")
+    finally:
+        root.handlers[:], root.level = saved[0], saved[1]
+    out = capsys.readouterr().out
+    assert "hunter2" not in out and "postgresql://app:***@db/flights" in out and "password=***" in out

@@ -25,14 +25,21 @@ def connect() -> psycopg.Connection[ops.Row]:
     return ops.connect(load_settings().database_url)
 
 
-def check_port(host: str, port: int, what: str) -> None:
-    """Refuse to start `what` on a port already in use, in one sentence (not a bind traceback)."""
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a server could bind `host:port` now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:
-            raise ConfigurationError(
-                f"port {port} on {host} is already in use, so {what} cannot start there: stop whatever "
-                "uses it, or choose another port"
-            ) from None
+            return False
+    return True
+
+
+def check_port(host: str, port: int, what: str) -> None:
+    """Refuse to start `what` on a port already in use, in one sentence (not a bind traceback)."""
+    if not port_is_free(port, host):
+        raise ConfigurationError(
+            f"port {port} on {host} is already in use, so {what} cannot start there: stop whatever uses it, "
+            "or choose another port"
+        )

@@ -101,7 +101,14 @@ def relay(null_publisher: bool) -> None:
     "--component", "components", multiple=True, help="Only these (txoutbox and the installed applications)."
 )
 @click.option("--dry-run", is_flag=True, help="List pending migrations, apply nothing.")
-def migrate(components: tuple[str, ...], dry_run: bool) -> None:
+@click.option(
+    "--lock-timeout",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(0, 3600),
+    help="Seconds to wait for another process's migration run before giving up.",
+)
+def migrate(components: tuple[str, ...], dry_run: bool, lock_timeout: float) -> None:
     """Apply pending SQL migrations (safe to run from several processes at once)."""
     from txoutbox.migrate import apply_migrations, pending, resolve_components
 
@@ -111,7 +118,7 @@ def migrate(components: tuple[str, ...], dry_run: bool) -> None:
         todo = pending(settings.database_url, chosen)
         click.echo("\n".join(f"pending: {m.label}" for m in todo) or "nothing to apply")
         return
-    done = apply_migrations(settings.database_url, chosen)
+    done = apply_migrations(settings.database_url, chosen, lock_timeout=lock_timeout)
     click.echo("\n".join(f"applied {m.label}" for m in done) or "schema up to date")
 
 

@@ -20,10 +20,10 @@ import urllib.request
 from pathlib import Path
 from typing import IO, Any
 
-from txoutbox.config import read_stack_file, txoutbox_home
+from txoutbox.cli.common import check_port
+from txoutbox.config import DEFAULT_REGION, read_stack_file, txoutbox_home
 from txoutbox.errors import ConfigurationError
 
-REGION = "eu-west-1"
 _print_lock = threading.Lock()
 # Variables that would point children at other infrastructure than the stack we start.
 _FOREIGN_ENV = ("DATABASE_URL", "PGHOST", "PGDATABASE", "SQS_QUEUE_URL", "SQS_DLQ_URL", "SQS_ENDPOINT_URL")
@@ -33,16 +33,6 @@ def emit(name: str, line: str) -> None:
     with _print_lock:
         sys.stdout.write(f"{name:<9}| {line}\n")
         sys.stdout.flush()
-
-
-def check_port(host: str, port: int, what: str) -> None:
-    from devstack.sqs import port_is_free
-
-    if not port_is_free(port, host):
-        raise ConfigurationError(
-            f"port {port} on {host} is already in use, so {what} cannot start there: stop whatever uses it, "
-            "or choose another port"
-        )
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
@@ -108,7 +98,8 @@ def _queue_drained(sqs: Any, queue_url: str) -> bool:
 def run_stack(*, host: str, port: int, sqs_port: int, relays: int, metrics_port: int) -> None:
     from devstack.node import node_binary
     from devstack.postgres import LocalPostgres
-    from devstack.sqs import FauxqsProcess, ensure_queues, sqs_client, wait_until
+    from devstack.sqs import FauxqsProcess, ensure_queues, sqs_client
+    from devstack.waiting import poll
     from txoutbox.migrate import apply_migrations
 
     home = txoutbox_home()
@@ -141,7 +132,7 @@ def run_stack(*, host: str, port: int, sqs_port: int, relays: int, metrics_port:
         postgres.start()
         emit("postgres", f"PostgreSQL ready, data in {postgres.data_dir}")
         fauxqs.start()
-        sqs = sqs_client(fauxqs.endpoint_url, REGION)
+        sqs = sqs_client(fauxqs.endpoint_url, DEFAULT_REGION)
         queues = ensure_queues(sqs)
         emit("sqs", f"queues ready: {queues.queue_url} (DLQ {queues.dlq_url}, maxReceiveCount 10)")
         database_url = postgres.url()
@@ -156,7 +147,7 @@ def run_stack(*, host: str, port: int, sqs_port: int, relays: int, metrics_port:
                     "sqs_dlq_url": queues.dlq_url,
                     "sqs_endpoint_url": fauxqs.endpoint_url,
                     "fault_url": fauxqs.fault_url,
-                    "aws_region": REGION,
+                    "aws_region": DEFAULT_REGION,
                     "api_url": f"http://{host}:{port}",
                 },
                 indent=2,
@@ -191,9 +182,7 @@ def run_stack(*, host: str, port: int, sqs_port: int, relays: int, metrics_port:
         api.stop(signal.SIGINT)
         for child in children[1:-1]:
             child.stop()
-        if payments.proc.poll() is None and not wait_until(
-            lambda: _queue_drained(sqs, queues.queue_url), 10, 0.2
-        ):
+        if payments.proc.poll() is None and not poll(lambda: _queue_drained(sqs, queues.queue_url), 10, 0.2):
             emit(
                 "up",
                 "messages still queued: the in-memory SQS loses them (the payments inbox is safe)",
