@@ -223,7 +223,7 @@ def test_unreachable_database_is_a_503_not_a_traceback(settings: Settings) -> No
 
 def test_cli_refuses_a_public_host_without_token(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-c", "from txoutbox.console.cli import console; console()", "--host", "0.0.0.0"],
+        [str(Path(sys.executable).parent / "txoutbox"), "console", "--host", "0.0.0.0"],
         capture_output=True,
         text=True,
         env={"PATH": "/usr/bin:/bin", "TXOUTBOX_HOME": str(tmp_path)},
