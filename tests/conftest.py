@@ -38,6 +38,12 @@ def postgres() -> Iterator[LocalPostgres]:
     shutil.rmtree(data_dir, ignore_errors=True)
 
 
+@pytest.fixture(scope="session")
+def txoutbox_server_url(postgres: LocalPostgres) -> str:
+    """The test kit's fixtures (txoutbox.testing: txoutbox_database_url, ...) on this embedded PostgreSQL."""
+    return postgres.admin_url
+
+
 @pytest.fixture
 def database_url(postgres: LocalPostgres) -> Iterator[str]:
     """A fresh, fully migrated database for this test."""

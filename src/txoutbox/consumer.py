@@ -207,6 +207,18 @@ class Consumer:
             reason,
         )
 
+    async def process(self, events: Sequence[InboundEvent]) -> list[InboundEvent]:
+        """Run the inbox and the handler on `events` as a received batch is run, without SQS
+        (txoutbox.testing); return the events a receive loop would delete (handled or duplicates)."""
+        if self._pool is not None:
+            return await self._process_batch(list(events))
+        self._pool = await open_pool(self.settings.database_url, max_size=1, name=f"txoutbox-{self.name}")
+        try:
+            return await self._process_batch(list(events))
+        finally:
+            await self._pool.close()
+            self._pool = None
+
     async def _process_batch(self, events: list[InboundEvent]) -> list[InboundEvent]:
         """All events in one transaction; on a handler error, each on its own. Returns the ones to delete."""
         assert self._pool is not None

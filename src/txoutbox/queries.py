@@ -327,6 +327,12 @@ WHERE name = %(name)s AND state <> %(state)s
 RETURNING name, state, changed_at
 """
 
+# txoutbox.testing: outbox rows with the id of the transaction that wrote them.
+OUTBOX_EVENTS_WITH_XMIN = """
+SELECT id, event_id, aggregate_type, aggregate_id, event_type, payload, created_at, xmin::text AS xmin
+FROM txoutbox.outbox ORDER BY id
+"""
+
 # -- retention and replay (txoutbox.retention, `txoutbox published|replay|retention`) ---------------------
 
 # Published, with retention on: the rows leave the outbox and land in the archive in one statement.
