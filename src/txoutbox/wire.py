@@ -66,14 +66,14 @@ def encode(
     if message_format == "cloudevents":
         return sqs_safe(
             cloudevents.encode_cloudevent(
-            row_id=row_id,
-            event_id=event_id,
-            event_type=event_type,
-            aggregate_type=aggregate_type,
-            aggregate_id=aggregate_id,
-            occurred_at=occurred_at,
-            payload_json=payload_json,
-            source=source,
+                row_id=row_id,
+                event_id=event_id,
+                event_type=event_type,
+                aggregate_type=aggregate_type,
+                aggregate_id=aggregate_id,
+                occurred_at=occurred_at,
+                payload_json=payload_json,
+                source=source,
                 traceparent=traceparent,
                 tracestate=tracestate,
             )
