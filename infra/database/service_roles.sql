@@ -35,15 +35,21 @@ GRANT SELECT, UPDATE, DELETE ON txoutbox.outbox TO txoutbox_relay;
 GRANT SELECT, INSERT ON txoutbox.dead_letters TO txoutbox_relay;
 GRANT SELECT, INSERT, UPDATE, DELETE ON txoutbox.relays TO txoutbox_relay;
 GRANT SELECT, UPDATE ON txoutbox.alerts TO txoutbox_relay;
--- Tables of library migrations 0004 (retention archive) and 0005 (per-aggregate write locks): granted once
--- the image's migrations have created them. The archive's partitions are managed by the admin (master) role.
+-- Tables of library migrations 0004 (retention archive), 0005 (per-aggregate write locks) and 0006 (relays
+-- waiting for work, whom writers notify): granted once the image's migrations have created them. The
+-- archive's partitions are managed by the admin (master) role.
 DO $$
 BEGIN
+    IF to_regclass('txoutbox.idle_relays') IS NOT NULL THEN
+        GRANT SELECT ON txoutbox.idle_relays TO txoutbox_api;
+        GRANT SELECT, INSERT, UPDATE, DELETE ON txoutbox.idle_relays TO txoutbox_relay;
+    END IF;
     IF to_regclass('txoutbox.published') IS NOT NULL THEN
         GRANT SELECT, INSERT ON txoutbox.published TO txoutbox_relay;
     END IF;
     IF to_regclass('txoutbox.aggregate_locks') IS NOT NULL THEN
-        GRANT SELECT, INSERT, DELETE ON txoutbox.aggregate_locks TO txoutbox_api;
+        -- INSERT ... ON CONFLICT DO UPDATE ... WHERE false (waits on a concurrent writer) needs UPDATE
+        GRANT SELECT, INSERT, UPDATE, DELETE ON txoutbox.aggregate_locks TO txoutbox_api;
     END IF;
 END
 $$;

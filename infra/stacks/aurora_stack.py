@@ -90,7 +90,7 @@ RDS_CA_BUNDLE_URL = "https://truststore.pki.rds.amazonaws.com/global/global-bund
 PG_SSL_ENV = {"PGSSLMODE": "verify-full", "PGSSLROOTCERT": RDS_CA_FILE}
 
 # /health through the load balancer: ok/degraded only; the reasons stay in `txoutbox status` and the logs.
-HEALTH_DETAIL_ENV = {"TXOUTBOX_HEALTH_DETAIL": "0"}
+HEALTH_DETAIL_ENV = {"TXOUTBOX_HEALTH_DETAIL": "never"}
 
 # The base image of real builds, pinned by digest (context `baseImage` overrides it; an unpinned reference
 # is refused). `make image` builds from a local Debian rootfs instead (infra/image/build.sh).

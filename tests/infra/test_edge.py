@@ -255,7 +255,11 @@ def test_the_dlq_alarm_watches_the_dead_letter_queue(synth: Synth) -> None:
 
 
 def test_health_behind_the_load_balancer_gives_no_detail(synth: Synth) -> None:
-    assert env_of(container(synth, "api")[2])["TXOUTBOX_HEALTH_DETAIL"] == "0"
+    env = env_of(container(synth, "api")[2])
+    assert env["TXOUTBOX_HEALTH_DETAIL"] == "never"
+    from flights.settings import ApiSettings  # the value is one the booking API accepts
+
+    assert ApiSettings.from_env(env).health_detail == "never"
 
 
 def test_the_api_task_role_still_has_no_permissions(synth: Synth) -> None:
