@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -196,7 +197,7 @@ def _install_plugin(site: Path, name: str, target: str) -> dict[str, str]:
     info.mkdir(parents=True)
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}-plugin\nVersion: 1.0\n")
     (info / "entry_points.txt").write_text(f"[txoutbox.cli]\n{name} = {target}\n")
-    return {"PYTHONPATH": str(site)}
+    return {"PYTHONPATH": os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH")) if p)}
 
 
 def test_plugin_commands_run_as_before(run: Any) -> None:
