@@ -232,6 +232,8 @@ async def test_replay_in_order_marked_with_dry_run_and_rate(settings: Settings, 
     assert "nothing to replay" in nothing.stdout
     not_fifo = cli("replay", "--queue-url", target.removesuffix(".fifo"), code=2)
     assert "FIFO" in not_fifo.stderr
+    missing = cli("replay", "--queue-url", target.replace("replay", "nosuchqueue"), "--yes", code=1)
+    assert missing.stderr.count("error:") == 1 and "queue" in missing.stderr.lower()
 
 
 async def test_the_inbox_absorbs_a_replay_unless_asked_to_reprocess(settings: Settings, cli: Any) -> None:
