@@ -53,11 +53,39 @@ ins AS (
 SELECT count(*) FROM ins
 """
 
-# The same insert, waking listening relays at commit (one notification per transaction).
+# The same insert, waking relays at commit - but only while one waits for work (txoutbox.idle_relays,
+# migration 0006). A NOTIFY takes a global lock at commit, about 30 % of the writers' throughput at full
+# load; a relay with work polls on its own and has no row there, so a busy system sends no NOTIFY at all.
+# (CASE evaluates pg_notify only when the condition holds; the EXISTS is one probe of a tiny table.)
 INSERT_EVENTS_AND_NOTIFY = INSERT_EVENTS.replace(
     "SELECT count(*) FROM ins",
-    f"SELECT n, pg_notify('{NOTIFY_CHANNEL}', '') FROM (SELECT count(*) AS n FROM ins) AS c",
+    f"""SELECT n, CASE WHEN EXISTS (SELECT 1 FROM txoutbox.idle_relays WHERE until > now())
+                 THEN pg_notify('{NOTIFY_CHANNEL}', '') END
+FROM (SELECT count(*) AS n FROM ins) AS c""",
 )
+
+# A relay that found nothing to do for a while: writers notify from now on (until it withdraws, or
+# `until` passes if it dies).
+IDLE_ANNOUNCE = """
+INSERT INTO txoutbox.idle_relays (relay_id, until)
+VALUES (%(relay_id)s, now() + make_interval(secs => %(valid_seconds)s))
+ON CONFLICT (relay_id) DO UPDATE SET until = excluded.until
+"""
+
+# The relay has work again: it polls on its own, writers need not notify.
+IDLE_WITHDRAW = "DELETE FROM txoutbox.idle_relays WHERE relay_id = %(relay_id)s"
+
+# The claim's low-water mark (see CLAIM and txoutbox.relay.store): the lowest id at or above `low` still
+# in the outbox (NULL when none is), the bounds of the running transactions, and the re-insert counter.
+# An id seen here becomes the relay's mark only once every transaction running now has ended: a slower
+# writer may still commit a lower id (its identity value was drawn earlier); once it has, the next look
+# sees it.
+LOW_WATER = """
+SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin,
+       pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS xmax,
+       (SELECT o.id FROM txoutbox.outbox AS o WHERE o.id >= %(low)s ORDER BY o.id LIMIT 1) AS live_min,
+       (SELECT last_value FROM txoutbox.outbox_reinserts) AS reinserts
+"""
 
 # The writer's second statement: its lock rows leave with its transaction (see INSERT_EVENTS).
 AGGREGATE_UNLOCK = """
@@ -86,19 +114,32 @@ NOTIFY = f"SELECT pg_notify('{NOTIFY_CHANNEL}', '')"
 #   and so for all candidates of its aggregate before it (`bool_and` running over the aggregate). By
 #   induction over the chain this is exactly "no earlier event of the aggregate is missing from the claim",
 #   in time linear in the claim, however many events of one aggregate it holds.
+# - Every scan starts at `low`, the relay's low-water mark (LOW_WATER; txoutbox.relay.store): no event
+#   below it is in the outbox. Rows deleted while some session holds an old snapshot (a pinned xmin
+#   horizon) cannot be vacuumed nor their index entries marked dead; scans from the outbox's start would
+#   walk all of them, each claim. Events that come back under their old ids (dead letters retried) bump
+#   `outbox_reinserts` in the same transaction: a mark read before that no longer matches, and the claim
+#   scans from 0, so the order checks always see every earlier event.
 CLAIM = """
-WITH candidate AS (
+WITH mark AS (
+    SELECT CASE WHEN %(reinserts)s = (SELECT last_value FROM txoutbox.outbox_reinserts) THEN %(low)s ELSE 0
+           END AS low
+),
+candidate AS (
     SELECT o.id, o.aggregate_type, o.aggregate_id,
            (SELECT p.id FROM txoutbox.outbox AS p
             WHERE p.aggregate_type = o.aggregate_type AND p.aggregate_id = o.aggregate_id AND p.id < o.id
+              AND p.id >= (SELECT low FROM mark)
             ORDER BY p.id DESC
             LIMIT 1) AS prev_id
     FROM txoutbox.outbox AS o
-    WHERE o.next_attempt_at <= now()
+    WHERE o.id >= (SELECT low FROM mark)
+      AND o.next_attempt_at <= now()
       AND (o.locked_until IS NULL OR o.locked_until <= now())
       AND NOT EXISTS (
           SELECT 1 FROM txoutbox.outbox AS p
           WHERE p.aggregate_type = o.aggregate_type AND p.aggregate_id = o.aggregate_id AND p.id < o.id
+            AND p.id >= (SELECT low FROM mark)
             AND (p.next_attempt_at > now() OR p.locked_until > now())
           OFFSET 0)
       AND NOT EXISTS (
@@ -240,7 +281,8 @@ FROM txoutbox.dead_letters WHERE id = %(id)s
 # Back into the outbox with its original id, so it is again first in its aggregate's order.
 DEAD_LETTER_RETRY = """
 WITH moved AS (
-    DELETE FROM txoutbox.dead_letters WHERE %(all)s OR id = %(id)s
+    DELETE FROM txoutbox.dead_letters
+    WHERE (%(all)s OR id = %(id)s) AND nextval('txoutbox.outbox_reinserts') > 0  -- relays rescan (CLAIM)
     RETURNING id, event_id, aggregate_type, aggregate_id, event_type, payload, created_at, traceparent,
               tracestate
 )
@@ -320,12 +362,32 @@ WHERE heartbeat_at > now() - make_interval(secs => %(live_within_seconds)s)
 ORDER BY relay_id
 """
 
-# Flip the alert only if its state differs: the relay whose UPDATE returns a row sends the webhook.
+# Flip the alert only if its state differs. The webhook POST is made later (ALERT_TAKE / ALERT_SENT).
 ALERT_FLIP = """
 UPDATE txoutbox.alerts SET state = %(state)s, detail = %(detail)s, changed_at = now()
 WHERE name = %(name)s AND state <> %(state)s
 RETURNING name, state, changed_at
 """
+
+# A state change not yet announced, leased for one POST by one relay at a time.
+ALERT_TAKE = """
+UPDATE txoutbox.alerts
+SET sending_until = now() + make_interval(secs => %(lease_seconds)s)
+WHERE name = %(name)s AND state IS DISTINCT FROM notified_state
+  AND (sending_until IS NULL OR sending_until < now())
+RETURNING state, detail, changed_at
+"""
+
+# The receiver accepted the POST of the change made at `changed_at` (a later flip stays pending).
+ALERT_SENT = """
+UPDATE txoutbox.alerts
+SET notified_state = CASE WHEN changed_at = %(changed_at)s THEN %(state)s ELSE notified_state END,
+    sending_until = NULL
+WHERE name = %(name)s
+"""
+
+# The POST failed: give the lease back so the next try (by any relay) need not wait for it.
+ALERT_UNTAKE = "UPDATE txoutbox.alerts SET sending_until = NULL WHERE name = %(name)s"
 
 # txoutbox.testing: outbox rows with the id of the transaction that wrote them.
 OUTBOX_EVENTS_WITH_XMIN = """

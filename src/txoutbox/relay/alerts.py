@@ -1,32 +1,68 @@
-"""The outbox alert: one shared state (ok / degraded) flipped by whichever relay sees the change first,
-and the webhook POST that announces it."""
+"""The outbox alert: one shared state (ok / degraded), and the webhook POST that announces each change.
+
+The heartbeat flips the state (`check`, a database write only: a slow webhook never delays a heartbeat).
+The POST is a separate task (`deliver`) that takes the change not yet announced from the database, under a
+short lease so one relay sends it, and retries with backoff until the receiver accepts it. Since the
+pending change lives in the database, a relay that dies between the flip and the POST loses nothing: any
+relay with the webhook configured sends it.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import logging
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
+from txoutbox.connections import DB_ERRORS
+from txoutbox.errors import ConfigurationError
 from txoutbox.relay.store import RelayStore
 
 log = logging.getLogger("txoutbox.relay")
 
+POST_TIMEOUT_SECONDS = 5.0
+RETRY_BASE_SECONDS = 1.0
+RETRY_CAP_SECONDS = 60.0
+
+
+def check_webhook_url(url: str | None) -> None:
+    """ConfigurationError unless `url` is empty or an http(s) URL with a host (the URL, which may hold a
+    token, is never repeated)."""
+    if not url:
+        return
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigurationError("ALERT_WEBHOOK_URL must be an http:// or https:// URL with a host")
+
 
 class Alerts:
-    """Flips the shared alert state from the system's health; the relay whose flip lands sends the POST."""
+    """Flips the shared alert state from the system's health, and delivers the webhook POSTs."""
 
-    def __init__(self, store: RelayStore, webhook_url: str | None, relay_id: str) -> None:
+    def __init__(
+        self,
+        store: RelayStore,
+        webhook_url: str | None,
+        relay_id: str,
+        *,
+        retry_base_seconds: float = RETRY_BASE_SECONDS,
+        retry_cap_seconds: float = RETRY_CAP_SECONDS,
+    ) -> None:
+        check_webhook_url(webhook_url)
         self.store = store
         self.webhook_url = webhook_url
         self.relay_id = relay_id
+        self.retry_base_seconds = retry_base_seconds
+        self.retry_cap_seconds = retry_cap_seconds
+        self._pending = asyncio.Event()
 
     async def check(self, health: dict[str, Any]) -> None:
         """The state is the system's, as `/health` reports it (every live relay's circuit, the oldest
-        event, the dead letters), so relays agree and one POST goes out per change."""
+        event, the dead letters), so relays agree and one change is announced once."""
         degraded = health["status"] == "degraded"
         detail = {**health["outbox"], "reasons": health["reasons"]}
         if not await self.store.flip_alert("degraded" if degraded else "ok", detail):
@@ -37,25 +73,52 @@ class Alerts:
             "degraded" if degraded else "recovered",
             "; ".join(health["reasons"]) or f"backlog {detail['backlog']}",
         )
-        if self.webhook_url:
-            payload = {
-                "alert": "txoutbox.outbox",
-                "state": "degraded" if degraded else "recovered",
-                "relay": self.relay_id,
-                "at": dt.datetime.now(dt.UTC).isoformat(),
-                **detail,
-            }
-            await asyncio.to_thread(_post_json, self.webhook_url, payload)
+        self._pending.set()
+
+    async def deliver(self, every_seconds: float, stopping: Callable[[], bool]) -> None:
+        """POST each state change until accepted; look for one every `every_seconds` (changes flipped by
+        other relays, or left by a relay that died) and at once after a flip here."""
+        if not self.webhook_url:
+            return
+        url = self.webhook_url
+        delay = self.retry_base_seconds
+        while not stopping():
+            self._pending.clear()
+            wait = every_seconds
+            try:
+                pending = await self.store.take_alert(POST_TIMEOUT_SECONDS * 3)
+                if pending is not None:
+                    state, detail, changed_at = pending
+                    payload = {
+                        "alert": "txoutbox.outbox",
+                        "state": "degraded" if state == "degraded" else "recovered",
+                        "relay": self.relay_id,
+                        "at": changed_at.astimezone(dt.UTC).isoformat(),
+                        **detail,
+                    }
+                    if await asyncio.to_thread(_post_json, url, payload):
+                        await self.store.alert_sent(state, changed_at)
+                        delay = self.retry_base_seconds
+                        continue  # another change may be waiting
+                    await self.store.alert_not_sent()
+                    wait, delay = delay, min(delay * 2, self.retry_cap_seconds)
+            except DB_ERRORS as exc:
+                self.store.failed(exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._pending.wait(), wait)
 
 
-def _post_json(url: str, payload: dict[str, Any]) -> None:
-    request = urllib.request.Request(  # noqa: S310 - operator-configured http(s) URL
+def _post_json(url: str, payload: dict[str, Any]) -> bool:
+    """POST `payload`; True when the receiver accepted it (2xx)."""
+    request = urllib.request.Request(  # noqa: S310 - an http(s) URL, checked at start
         url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}, method="POST"
     )
     try:
-        with urllib.request.urlopen(request, timeout=5):  # noqa: S310
-            pass
-    except OSError as exc:
-        # The URL may hold a token: log only where it points.
+        with urllib.request.urlopen(request, timeout=POST_TIMEOUT_SECONDS):  # noqa: S310
+            return True
+    except (OSError, ValueError) as exc:
+        # The URL may hold a token: log only where it points, and the error without the URL.
         host = urllib.parse.urlsplit(url).hostname
-        log.warning("alert webhook at %s failed: %s", host, exc)
+        reason = getattr(exc, "code", None) or getattr(exc, "reason", None) or type(exc).__name__
+        log.warning("alert webhook at %s failed (%s); retrying with backoff", host, reason)
+        return False

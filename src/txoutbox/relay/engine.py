@@ -41,6 +41,14 @@ log = logging.getLogger("txoutbox.relay")
 
 # After a wake-up, wait this long so the commits of a burst are claimed together (one claim, not ten).
 WAKE_COALESCE_SECONDS = 0.002
+# The wake-up without a NOTIFY per commit (see queries.INSERT_EVENTS_AND_NOTIFY). While events keep coming,
+# a worker whose claim found nothing claims again after BUSY_POLL_SECONDS: writers need not notify. After
+# IDLE_AFTER_SECONDS without events the relay announces it is idle (writers notify from then on) and keeps
+# polling as long again, for the commits already under way that did not see the announcement; then it
+# waits for a notification, with `poll_interval` as the fallback. The first events after a quiet spell
+# pay one NOTIFY (and wake the relay at once); a busy system pays none.
+BUSY_POLL_SECONDS = 0.003
+IDLE_AFTER_SECONDS = 0.05
 
 Lanes = dict[tuple[str, str], deque[ClaimedRow]]
 
@@ -90,6 +98,8 @@ class Relay:
         self._stopping = False
         self._in_flight = asyncio.Semaphore(rs.max_in_flight)
         self.published_total = 0
+        self._work_at = time.monotonic()  # when a claim last found events
+        self._idle = False  # announced idle: writers notify
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -113,6 +123,7 @@ class Relay:
         helpers = [
             asyncio.create_task(self._supervise("listener", self._listen), name="listener"),
             asyncio.create_task(self._supervise("heartbeat", self._heartbeat), name="heartbeat"),
+            asyncio.create_task(self._supervise("alerts", self._deliver_alerts), name="alerts"),
         ]
         if rs.retention_days > 0:
             helpers.append(
@@ -193,6 +204,9 @@ class Relay:
             self.settings.database_url, self._wake, self.settings.relay.heartbeat_seconds, self._is_stopping
         )
 
+    async def _deliver_alerts(self) -> None:
+        await self.alerts.deliver(self.settings.relay.heartbeat_seconds, self._is_stopping)
+
     async def _heartbeat(self) -> None:
         await beat(
             self.store,
@@ -258,16 +272,43 @@ class Relay:
                         # Nothing to publish, but the broker answered the probe: the circuit closes. (Left
                         # open, a relay with nothing to do would report an outage that is over.)
                         await self._update_circuit(None, 0, probing=True)
-                    await self._sleep(rs.poll_interval)
-                    if self._wake.is_set() and not self._stopping:
-                        await asyncio.sleep(WAKE_COALESCE_SECONDS)
+                    await self._wait_for_work()
                     continue
+                await self._got_work()
                 if not probing and 2 * len(rows) >= limit:
                     prefetch = asyncio.create_task(self.store.claim(rs.batch_size))
                 await self._publish(rows, probing)
         finally:
             if prefetch is not None:
                 await self._release_prefetched(prefetch)
+
+    async def _wait_for_work(self) -> None:
+        """After a claim that found nothing: poll again soon while events keep coming; after a quiet spell,
+        announce idle and wait for a notification (see BUSY_POLL_SECONDS)."""
+        quiet = time.monotonic() - self._work_at
+        if quiet >= IDLE_AFTER_SECONDS and not self._idle:
+            self._idle = True
+            self._idle = await self.store.announce_idle(self._idle_valid_seconds())
+        if quiet < 2 * IDLE_AFTER_SECONDS or not self._idle:
+            await self._sleep(BUSY_POLL_SECONDS)
+            return
+        await self._sleep(self.settings.relay.poll_interval)
+        if self._stopping:
+            return
+        if self._wake.is_set():
+            await asyncio.sleep(WAKE_COALESCE_SECONDS)
+        else:  # the fallback poll: still idle, keep the announcement current
+            self._idle = await self.store.announce_idle(self._idle_valid_seconds())
+
+    def _idle_valid_seconds(self) -> float:
+        # Refreshed at every fallback poll; if the relay dies, writers stop notifying after this long.
+        return max(10.0, 3 * self.settings.relay.poll_interval)
+
+    async def _got_work(self) -> None:
+        self._work_at = time.monotonic()
+        if self._idle:
+            self._idle = False
+            await self.store.withdraw_idle()
 
     async def _release_prefetched(self, claim: asyncio.Task[list[ClaimedRow]]) -> None:
         """Give back the rows of a claim made ahead that will not be published now (no attempt counted)."""

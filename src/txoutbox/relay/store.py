@@ -7,6 +7,7 @@ statement or one transaction; none is open while the broker is called.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -28,6 +29,15 @@ from txoutbox.retention import RetentionReport, maintain_async
 from txoutbox.wire import encode
 
 log = logging.getLogger("txoutbox.relay")
+
+# The claim's low-water mark (see queries.CLAIM). Claims scan the outbox from `low`, not from its first
+# row: rows deleted while some session holds an old snapshot (a pinned xmin horizon: a report, a forgotten
+# psql) cannot be vacuumed, and a claim from the start would walk all their index entries, every time.
+# `low` is the lowest id in the outbox as queries.LOW_WATER saw it (every LOW_WATER_SECONDS), taken over
+# only once every transaction running then has ended, so a slower writer's lower id is never passed by.
+# Every RESCAN_SECONDS one claim scans from the start anyway (events inserted by hand with explicit ids).
+LOW_WATER_SECONDS = 0.025
+RESCAN_SECONDS = 2.0
 
 
 @dataclass(slots=True)
@@ -62,6 +72,12 @@ class RelayStore:
         self.relay_id = relay_id
         self._pool: AsyncConnectionPool[Any] | None = None
         self._down_since: float | None = None
+        self._low = 0  # claims scan from this id (see LOW_WATER_SECONDS)
+        self._pending_low: tuple[int, int] | None = None  # (id, xmax): becomes `low` once xmin >= xmax
+        self._reinserts: int | None = None  # the counter `low` is valid for (queries.CLAIM)
+        self._low_water_at = 0.0
+        self._rescan_at = 0.0
+        self.rescan_seconds = RESCAN_SECONDS
 
     async def open(self) -> None:
         self._pool = await open_pool(
@@ -105,6 +121,8 @@ class RelayStore:
                     "limit": limit,
                     "relay_id": self.relay_id,
                     "lease_seconds": self.settings.relay.lease_seconds,
+                    "low": await self._scan_from(conn),
+                    "reinserts": self._reinserts,
                 },
             )
             records = await cur.fetchall()
@@ -149,6 +167,37 @@ class RelayStore:
                 {"ids": ids, "relay_id": self.relay_id, "lease_seconds": self.settings.relay.lease_seconds},
             )
             return {row[0] for row in await cur.fetchall()}
+
+    async def _scan_from(self, conn: Any) -> int:
+        """Where this claim's scan starts: 0 for the periodic full rescan, else the low-water mark."""
+        now = time.monotonic()
+        if now >= self._rescan_at:
+            self._rescan_at = now + self.rescan_seconds
+            return 0
+        if now >= self._low_water_at:
+            self._low_water_at = now + LOW_WATER_SECONDS
+            cur = await conn.execute(queries.LOW_WATER, {"low": self._low})
+            row = await cur.fetchone()
+            if row is not None:
+                self._advance(*row)
+        return self._low
+
+    def _advance(self, xmin: int, xmax: int, live_min: int | None, reinserts: int) -> None:
+        if reinserts != self._reinserts:  # events came back under old ids: start again from 0
+            self._low, self._pending_low, self._reinserts = 0, None, reinserts
+        pending = self._pending_low
+        if pending is not None and xmin >= pending[1]:
+            # Everything that was running when `pending` was seen has ended: a lower id committed since
+            # then is in `live_min` now.
+            self._low = max(self._low, pending[0] if live_min is None else min(pending[0], live_min))
+            self._pending_low = None
+        if self._pending_low is None and live_min is not None and live_min > self._low:
+            self._pending_low = (live_min, xmax)
+
+    @property
+    def scan_start(self) -> int:
+        """The id claims scan from between full rescans (the low-water mark)."""
+        return self._low
 
     def _statements(self, outcome: Outcome) -> list[tuple[str, dict[str, Any]]]:
         statements: list[tuple[str, dict[str, Any]]] = []
@@ -224,9 +273,28 @@ class RelayStore:
         try:
             async with self.pool.connection(timeout=3) as conn:
                 await conn.execute(queries.RELEASE_ALL, {"relay_id": self.relay_id})
+                await conn.execute(queries.IDLE_WITHDRAW, {"relay_id": self.relay_id})
                 await conn.execute(queries.RELAY_DEREGISTER, {"relay_id": self.relay_id})
         except DB_ERRORS as exc:
             log.warning("could not release leases at shutdown (%s); they expire on their own", exc)
+
+    async def announce_idle(self, valid_seconds: float) -> bool:
+        """Writers notify at commit from now on (see queries.INSERT_EVENTS_AND_NOTIFY); False if the
+        database did not answer (the relay keeps polling)."""
+        try:
+            async with self.pool.connection(timeout=2) as conn:
+                await conn.execute(
+                    queries.IDLE_ANNOUNCE, {"relay_id": self.relay_id, "valid_seconds": valid_seconds}
+                )
+        except DB_ERRORS:
+            return False
+        return True
+
+    async def withdraw_idle(self) -> None:
+        """This relay polls again on its own: writers need not notify (if this fails, `until` expires)."""
+        with contextlib.suppress(*DB_ERRORS):
+            async with self.pool.connection(timeout=2) as conn:
+                await conn.execute(queries.IDLE_WITHDRAW, {"relay_id": self.relay_id})
 
     async def backlog(self) -> int | None:
         """Events in the outbox, or None when the database does not answer quickly."""
@@ -272,3 +340,24 @@ class RelayStore:
                 queries.ALERT_FLIP, {"name": "outbox", "state": state, "detail": json.dumps(detail)}
             )
             return await cur.fetchone() is not None
+
+    async def take_alert(self, lease_seconds: float) -> tuple[str, dict[str, Any], dt.datetime] | None:
+        """The alert state change not yet announced (state, detail, changed_at), leased to this relay for
+        one POST; None when there is none or another relay is sending it."""
+        async with self.pool.connection(timeout=5) as conn:
+            cur = await conn.execute(queries.ALERT_TAKE, {"name": "outbox", "lease_seconds": lease_seconds})
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        state, detail, changed_at = row
+        return str(state), json.loads(detail) if detail else {}, changed_at
+
+    async def alert_sent(self, state: str, changed_at: dt.datetime) -> None:
+        async with self.pool.connection(timeout=5) as conn:
+            await conn.execute(
+                queries.ALERT_SENT, {"name": "outbox", "state": state, "changed_at": changed_at}
+            )
+
+    async def alert_not_sent(self) -> None:
+        async with self.pool.connection(timeout=5) as conn:
+            await conn.execute(queries.ALERT_UNTAKE, {"name": "outbox"})
