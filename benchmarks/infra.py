@@ -6,21 +6,20 @@ import contextlib
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.parse
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import psycopg
 
 from devstack.postgres import LocalPostgres
+from devstack.process import Child as ProcessChild
 from devstack.sqs import FauxqsProcess, Queues, ensure_queues, free_port, sqs_client
 from txoutbox.config import DEFAULT_REGION
 from txoutbox.migrate import apply_migrations, resolve_components
@@ -179,65 +178,29 @@ def payload_bytes(database_url: str) -> float:
 # -- child processes ------------------------------------------------------------------------------------
 
 
-class Child:
-    """A `txoutbox ...` (or any) child process whose output goes to a file, with its start time."""
+class Child(ProcessChild):
+    """A `txoutbox ...` (or any) child process whose output goes to a file, with its start time.
+
+    The process wrapper itself is the local stack's (devstack.process): one home for starting, reading and
+    stopping children, which also die with the benchmark if it is killed.
+    """
 
     def __init__(
         self, args: list[str], env: dict[str, str], log_path: Path, *, ready_line: str | None = None
     ):
-        self.args = args
-        self.log_path = log_path
-        self._log: TextIO = log_path.open("w")
-        self.ready = threading.Event()
-        self.ready_at: float | None = None
-        self._ready_line = ready_line
-        self.proc = subprocess.Popen(
-            args,
-            env=env,
-            stdout=subprocess.PIPE if ready_line else self._log,
-            stderr=subprocess.STDOUT,
-            text=True,
-            cwd=str(ROOT),
-            start_new_session=True,
-        )
-        if ready_line:
-            threading.Thread(target=self._pump, daemon=True).start()
-        else:
-            self.ready.set()
+        super().__init__(args, env, log_path=log_path, ready_line=ready_line, cwd=ROOT)
 
-    def _pump(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            if not self.ready.is_set() and self._ready_line and self._ready_line in line:
-                self.ready_at = time.monotonic()
-                self.ready.set()
-            self._log.write(line)
-        self._log.flush()
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def wait_ready(self, timeout: float = 30.0) -> None:
-        if not self.ready.wait(timeout):
+    def wait_ready(self, timeout: float = 30.0) -> bool:
+        if not super().wait_ready(timeout):
             self.stop()
             raise RuntimeError(f"{' '.join(self.args)} did not get ready; see {self.log_path}")
+        return True
 
-    def stop(self, timeout: float = 30.0) -> int:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        time.sleep(0.05)
-        self._log.flush()
-        return self.proc.returncode
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        return super().stop(sig, timeout)
 
     def tail(self, lines: int = 5) -> str:
-        self._log.flush()
+        assert self.log_path is not None
         with contextlib.suppress(OSError):
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         return ""

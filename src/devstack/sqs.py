@@ -1,27 +1,24 @@
-"""The local SQS: fauxqs on 127.0.0.1, the reference system's queues, and the fault switch."""
+"""The local SQS: fauxqs on 127.0.0.1 (state on disk when given a folder), the reference system's queues,
+and the fault switch."""
 
 from __future__ import annotations
 
 import json
 import socket
-import subprocess
-import threading
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
-from devstack.node import find_package, node_binary
+from devstack.node import find_package, node_binary, node_env
+from devstack.process import Child
 from payments.queues import DLQ_NAME, MAX_RECEIVE_COUNT, QUEUE_NAME
 from txoutbox import connections
 from txoutbox.cli.common import port_is_free
 from txoutbox.errors import ConfigurationError
 
-LAUNCHER = Path(__file__).with_name("fauxqs_launcher.mjs")
+LAUNCHER = Path(__file__).with_name("sqs_server.mjs")
 MAX_MESSAGE_BYTES = 262_144
-FAULT_MODES = ("allow", "deny", "down")
 
 
 def free_port() -> int:
@@ -31,62 +28,50 @@ def free_port() -> int:
 
 
 class FauxqsProcess:
-    """A running fauxqs, started by `start()`; `stop()` ends it (its messages live only in memory)."""
+    """fauxqs on 127.0.0.1:`port`, started by `start()`, ended by `stop()`.
 
-    def __init__(self, port: int, output: Callable[[str], None] | None = None) -> None:
+    With `data_dir` every queue and message is written through to SQLite there and found again by the next
+    start (also after a SIGKILL); without it, state lives in memory (the tests' fixture: faster).
+    """
+
+    def __init__(
+        self, port: int, data_dir: Path | None = None, output: Callable[[str], None] | None = None
+    ) -> None:
         self.port = port
+        self.data_dir = data_dir
         self.endpoint_url = f"http://127.0.0.1:{port}"
         self.fault_url = f"{self.endpoint_url}/_devstack/fault"
         self._output = output
-        self._proc: subprocess.Popen[str] | None = None
+        self._child: Child | None = None
 
     def start(self, timeout: float = 15.0) -> FauxqsProcess:
         if not port_is_free(self.port):
             raise ConfigurationError(
                 f"port {self.port} on 127.0.0.1 is already in use, so the local SQS cannot start there: "
-                "stop whatever uses it or set TXOUTBOX_SQS_PORT to another port"
+                "stop whatever uses it or choose another port (--sqs-port)"
             )
-        node = node_binary()
-        fauxqs = find_package("fauxqs")
-        self._proc = subprocess.Popen(
-            [node, str(LAUNCHER), str(fauxqs), str(self.port)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,  # Ctrl-C goes to `up`, which stops us last, in order
-        )
-        assert self._proc.stdout is not None
-        ready = threading.Event()
-        lines: list[str] = []
-        threading.Thread(target=self._pump, args=(self._proc.stdout, ready, lines), daemon=True).start()
-        if not ready.wait(timeout) or self._proc.poll() is not None:
+        args = [node_binary(), str(LAUNCHER), str(find_package("fauxqs")), str(self.port)]
+        if self.data_dir is not None:
+            args.append(str(self.data_dir))
+        self._child = Child(args, node_env(), on_line=self._output, ready_line="fauxqs listening")
+        if not self._child.wait_ready(timeout):
+            lines = list(self._child.last_lines)
             self.stop()
             detail = " / ".join(lines[-3:]) or "no output"
             raise ConfigurationError(f"fauxqs did not start on 127.0.0.1:{self.port}: {detail}")
         return self
 
-    def _pump(self, stream: TextIO, ready: threading.Event, lines: list[str]) -> None:
-        for line in stream:
-            line = line.rstrip()
-            lines.append(line)
-            if line.startswith("fauxqs listening"):
-                ready.set()
-            if self._output:
-                self._output(line)
-
     @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+    def pid(self) -> int | None:
+        return self._child.pid if self._child else None
+
+    def exit_code(self) -> int | None:
+        """The exit status once the started process has ended, else None."""
+        return self._child.poll() if self._child else None
 
     def stop(self, timeout: float = 5.0) -> None:
-        if self._proc is None or self._proc.poll() is not None:
-            return
-        self._proc.terminate()
-        try:
-            self._proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
+        if self._child is not None:
+            self._child.stop(timeout=timeout)
 
 
 def sqs_client(endpoint_url: str, region: str) -> Any:
@@ -133,11 +118,6 @@ def ensure_queues(
 
 def set_fault(fault_url: str, mode: str, timeout: float = 5.0) -> str:
     """Switch the local SQS to `allow`, `deny` or `down`; return the mode now in force."""
-    if mode not in FAULT_MODES:
-        raise ConfigurationError(f"fault mode must be one of {', '.join(FAULT_MODES)}, got {mode!r}")
-    request = urllib.request.Request(f"{fault_url}?mode={mode}", method="POST", data=b"")  # noqa: S310
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - local http URL
-            return str(json.loads(response.read())["mode"])
-    except (urllib.error.URLError, OSError) as exc:
-        raise ConfigurationError(f"the local SQS fault switch at {fault_url} did not answer: {exc}") from None
+    from txoutbox.console.fault import set_mode  # the one client of the switch's HTTP contract
+
+    return set_mode(fault_url, mode, timeout)

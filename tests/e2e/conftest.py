@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -36,7 +37,8 @@ class Stack:
         self.proc: subprocess.Popen[str] | None = None
         self.api = f"http://127.0.0.1:{self.port}"
 
-    def start(self, **env: str) -> Stack:
+    def start(self, *args: str, **env: str) -> Stack:
+        """`txoutbox up ARGS` on this stack's ports (the operator console off unless ARGS turn it on)."""
         self.proc = subprocess.Popen(
             [
                 str(BIN / "txoutbox"),
@@ -47,6 +49,9 @@ class Stack:
                 str(self.sqs_port),
                 "--metrics-port",
                 str(self.metrics_port),
+                "--console-port",
+                "0",
+                *args,
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -99,6 +104,16 @@ class Stack:
         )
         assert response.status_code == 201, response.text
         return response.json()  # type: ignore[no-any-return]
+
+    def stack_file(self) -> dict[str, Any]:
+        """The running stack's `stack.json` (addresses and pids)."""
+        return json.loads((self.home / "stack.json").read_text())  # type: ignore[no-any-return]
+
+    def kill(self) -> None:
+        """SIGKILL `up` itself: it gets no chance to stop anything."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
 
     def stop(self) -> int:
         if self.proc is None or self.proc.poll() is not None:

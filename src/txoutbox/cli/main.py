@@ -13,7 +13,7 @@ from txoutbox.cli.common import json_option, limit_option
 from txoutbox.cli.common import load_settings as _settings
 from txoutbox.cli.output import print_record, print_rows, to_json
 from txoutbox.cli.plugins import PluginGroup
-from txoutbox.errors import ConfigurationError, TxOutboxError
+from txoutbox.errors import TxOutboxError
 from txoutbox.redact import redact
 
 
@@ -31,33 +31,6 @@ def cli() -> None:
 
 
 # -- running the system ------------------------------------------------------------------------------
-
-
-@cli.command()
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address of the booking API.")
-@click.option(
-    "--port", default=8080, show_default=True, type=click.IntRange(1, 65535), help="Port of the API."
-)
-@click.option(
-    "--sqs-port",
-    default=9324,
-    show_default=True,
-    type=click.IntRange(1, 65535),
-    help="Port of the local SQS (fauxqs) on 127.0.0.1.",
-)
-@click.option("--relays", default=1, show_default=True, type=click.IntRange(0, 16), help="Relay processes.")
-@click.option(
-    "--metrics-port",
-    default=9464,
-    show_default=True,
-    type=click.IntRange(0, 65535),
-    help="Prometheus metrics of the first relay on 127.0.0.1 (0: off).",
-)
-def up(host: str, port: int, sqs_port: int, relays: int, metrics_port: int) -> None:
-    """Start the whole system locally: PostgreSQL, SQS, migrations, API, relay and payments."""
-    from txoutbox.cli.up import run_stack
-
-    run_stack(host=host, port=port, sqs_port=sqs_port, relays=relays, metrics_port=metrics_port)
 
 
 @cli.command()
@@ -314,33 +287,6 @@ def dlq_redrive(as_json: bool) -> None:
 
     moved = sqs_admin.dlq_redrive(_settings(need_sqs=True))
     click.echo(to_json({"redriven": moved}) if as_json else f"{moved} message(s) moved back to the queue")
-
-
-@cli.group()
-def fault() -> None:
-    """Inject failures into the local stack (to replay the walkthrough's failure path)."""
-
-
-@fault.command("sqs")
-@click.argument("mode", type=click.Choice(["deny", "allow", "down", "up"]))
-def fault_sqs(mode: str) -> None:
-    """deny: SQS answers AccessDenied; allow: normal; down: SQS does not answer; up: same as allow."""
-    from devstack.sqs import set_fault
-
-    settings = _settings()
-    if not settings.fault_url:
-        raise ConfigurationError(
-            "fault injection works only on the local stack started by `txoutbox up`; SQS_QUEUE_URL points at "
-            "real SQS, so nothing was changed (on AWS, deny sqs:SendMessage on the relay's task role instead)"
-        )
-    now = set_fault(settings.fault_url, "allow" if mode == "up" else mode)
-    click.echo(
-        {
-            "deny": "local SQS now answers AccessDenied to every call (as AWS does when the role is denied)",
-            "down": "local SQS now drops every connection without answering",
-            "allow": "local SQS is back to normal",
-        }[now]
-    )
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
-"""The local stack's SQS fault switch, over its HTTP contract (`GET|POST <fault_url>?mode=allow|deny|down`).
+"""The local stack's SQS fault switch, over its HTTP contract (`GET <fault_url>`, `POST <fault_url>` with
+the JSON body `{"mode": "allow|deny|down"}`).
 
 Only `txoutbox up` publishes a fault URL (in `stack.json`); the console never imports the dev stack itself.
 """
@@ -7,7 +8,6 @@ from __future__ import annotations
 
 import json
 import urllib.error
-import urllib.parse
 import urllib.request
 
 from txoutbox.errors import ConfigurationError
@@ -33,5 +33,11 @@ def set_mode(fault_url: str, mode: str, timeout: float = 5.0) -> str:
     """Switch the local SQS to `mode`; return the mode now in force."""
     if mode not in MODES:
         raise ConfigurationError(f"fault mode must be one of {', '.join(MODES)}, got {mode!r}")
-    url = f"{fault_url}?{urllib.parse.urlencode({'mode': mode})}"
-    return _call(urllib.request.Request(url, method="POST", data=b""), timeout)  # noqa: S310
+    # A JSON body, never a query string: the switch refuses anything else, so no cross-site form can flip it.
+    request = urllib.request.Request(  # noqa: S310
+        fault_url,
+        method="POST",
+        data=json.dumps({"mode": mode}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    return _call(request, timeout)
