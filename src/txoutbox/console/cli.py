@@ -3,24 +3,12 @@
 from __future__ import annotations
 
 import os
-import socket
 
 import click
 
 from txoutbox.console.security import TOKEN_ENV, is_loopback
 
 DEFAULT_PORT = 8081
-
-
-def _check_port(host: str, port: int) -> None:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError as exc:
-            raise click.ClickException(
-                f"cannot serve the console on {host}:{port} ({exc.strerror}): choose another --port"
-            ) from None
 
 
 @click.command()
@@ -34,7 +22,7 @@ def console(host: str, port: int) -> None:
     import uvicorn
 
     from txoutbox import logs
-    from txoutbox.config import Settings
+    from txoutbox.cli.common import check_port, load_settings
     from txoutbox.console.app import create_app
 
     token = os.environ.get(TOKEN_ENV) or None
@@ -44,8 +32,8 @@ def console(host: str, port: int) -> None:
             f"refusing to serve the console on {host} (beyond loopback) without a token: set {TOKEN_ENV}"
         )
     logs.configure()
-    settings = Settings.from_env()
-    _check_port(host, port)
+    settings = load_settings()
+    check_port(host, port, "the console")
     app = create_app(settings, port=port, loopback=loopback, access_token=token)
     shown = f"[{host}]" if ":" in host else host
     click.echo(f"console on http://{shown}:{port}" + (" (token required)" if token else ""))

@@ -90,11 +90,13 @@ function toast(message, error = false) {
 }
 
 // Every change of state goes through this dialog first.
-function ask(title, text, confirmLabel) {
+function ask(title, text, confirmLabel, danger) {
   const dialog = document.getElementById("confirm");
   document.getElementById("confirm-title").textContent = title;
   document.getElementById("confirm-text").textContent = text;
-  document.getElementById("confirm-ok").textContent = confirmLabel;
+  const ok = document.getElementById("confirm-ok");
+  ok.textContent = confirmLabel;
+  ok.className = danger ? "danger" : "primary";
   dialog.returnValue = "";
   dialog.showModal();
   return new Promise((resolve) => {
@@ -102,8 +104,11 @@ function ask(title, text, confirmLabel) {
   });
 }
 
+// Destructive or disruptive actions get a red button in the dialog.
+const DANGEROUS = new Set(["Discard", "Switch to deny", "Switch to down"]);
+
 async function act(title, text, label, path, body, done) {
-  if (!(await ask(title, text, label))) return;
+  if (!(await ask(title, text, label, DANGEROUS.has(label)))) return;
   try {
     done(await api(path, body));
   } catch (error) {
@@ -114,32 +119,42 @@ async function act(title, text, label, path, body, done) {
 
 // -- charts ----------------------------------------------------------------------------------------------
 
-function niceMax(max) {
-  if (max <= 0) return 1;
-  const step = 10 ** Math.floor(Math.log10(max));
-  for (const m of [1, 2, 2.5, 5, 10]) if (m * step >= max) return m * step;
-  return 10 * step;
+// A tick step of 1, 2, 2.5 or 5 times a power of ten, so that four steps cover `max`.
+function niceStep(max, integral) {
+  const raw = Math.max(max, integral ? 4 : 1) / 4;
+  const power = 10 ** Math.floor(Math.log10(raw));
+  for (const m of [1, 2, 2.5, 5, 10]) {
+    const step = m * power;
+    if (step >= raw && (!integral || Number.isInteger(step))) return step;
+  }
+  return 10 * power;
 }
 
 function drawChart(figure, points, now) {
   const key = figure.dataset.key;
   const unit = figure.dataset.unit;
   const box = figure.querySelector("svg");
-  const [W, H, left, right, top, bottom] = [600, 170, 52, 10, 10, 22];
+  const [W, H, left, right, top, bottom] = [400, 160, 40, 8, 8, 20];
   const plotW = W - left - right;
   const plotH = H - top - bottom;
-  const yMax = niceMax(Math.max(0, ...points.map((p) => p[key])));
-  const x = (t) => left + ((t - (now - windowSeconds)) / windowSeconds) * plotW;
+  const step = niceStep(Math.max(0, ...points.map((p) => p[key])), key === "backlog");
+  const yMax = 4 * step;
+  // Up to the last 15 minutes: a console started a minute ago spreads its minute over the width.
+  const span = Math.min(windowSeconds, Math.max(60, points.length ? Math.ceil((now - points[0].t) / 60) * 60 : 0));
+  const x = (t) => left + ((t - (now - span)) / span) * plotW;
   const y = (v) => top + plotH - (v / yMax) * plotH;
   const nodes = [];
   for (let i = 0; i <= 4; i++) {
-    const v = (yMax * i) / 4;
+    const v = step * i;
     nodes.push(svg("line", { class: "grid", x1: left, x2: W - right, y1: y(v), y2: y(v) }));
     nodes.push(svg("text", { class: "axis", x: left - 6, y: y(v) + 4, "text-anchor": "end" },
-      number(v, v < 10 ? 1 : 0)));
+      v >= 10000 ? `${number(v / 1000)}k` : number(v, 2)));
   }
-  for (const [label, t] of [["-15 min", now - 900], ["-10 min", now - 600], ["-5 min", now - 300], ["now", now]]) {
-    nodes.push(svg("text", { class: "axis", x: x(t), y: H - 6, "text-anchor": t === now ? "end" : "middle" }, label));
+  for (const k of [3, 2, 1, 0]) {
+    const ago = (k * span) / 3;
+    const t = now - ago;
+    const label = !k ? "now" : span >= 180 ? `-${Math.round(ago / 60)} min` : `-${Math.round(ago)} s`;
+    nodes.push(svg("text", { class: "axis", x: x(t), y: H - 5, "text-anchor": k ? "middle" : "end" }, label));
   }
   if (points.length) {
     const line = points.map((p, i) => `${i ? "L" : "M"}${x(p.t).toFixed(1)},${y(p[key]).toFixed(1)}`).join("");
