@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from txoutbox.cli.common import check_port, connect, json_option, limit_option, load_settings
+from txoutbox.cli.common import check_database, check_port, connect, json_option, limit_option, load_settings
 from txoutbox.cli.output import print_rows
 
 
@@ -29,6 +29,7 @@ def api(host: str, port: int, migrate: bool, workers: int) -> None:
     logs.configure()
     settings = load_settings()
     ApiSettings.from_env()  # refuse a bad API setting here, in one sentence, not in each worker
+    check_database(settings)
     if migrate:
         done = apply_migrations(settings.database_url)
         click.echo("\n".join(f"applied {m.label}" for m in done) or "schema up to date")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from txoutbox.cli.common import connect, json_option, limit_option, load_settings
+from txoutbox.cli.common import check_database, connect, json_option, limit_option, load_settings
 from txoutbox.cli.output import print_rows
 
 
@@ -23,7 +23,9 @@ def payments(ctx: click.Context, concurrency: int) -> None:
     from txoutbox.service import run_until_signalled
 
     logs.configure()
-    run_until_signalled(consumer(load_settings(need_sqs=True), concurrency=concurrency).run)
+    settings = load_settings(need_sqs=True)
+    check_database(settings)
+    run_until_signalled(consumer(settings, concurrency=concurrency).run)
 
 
 @payments.command("list")

@@ -242,3 +242,25 @@ def test_migrate_gives_up_on_a_held_lock_in_one_sentence(settings: Settings) -> 
         "error: another process has held the migration lock for over 0.5 s; wait for it to finish "
         "(or stop it) and run `txoutbox migrate` again"
     ]
+
+
+@pytest.mark.parametrize("service", [["relay"], ["payments"], ["api", "--port", "1"]])
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"user": "no_such_role"}, 'role "no_such_role" does not exist'),  # the test server trusts passwords
+        ({"dbname": "no_such_db"}, 'database "no_such_db" does not exist'),
+    ],
+)
+def test_service_refused_by_the_database_stops_in_one_sentence(
+    settings: Settings, service: list[str], change: dict[str, str], reason: str
+) -> None:
+    """Credentials or a database name no retry can fix: one sentence and exit 1, not a log line a second."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    params = {**conninfo_to_dict(settings.database_url), "password": "s3cret-pw", **change}
+    result = _txoutbox(settings, *service, DATABASE_URL=make_conninfo(**params))
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: the database refused the connection ("), lines
+    assert reason in lines[0] and "s3cret-pw" not in result.stdout + result.stderr

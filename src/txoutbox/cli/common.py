@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 
 import click
@@ -34,6 +35,32 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
         except OSError:
             return False
     return True
+
+
+# What the server says (after FATAL:) when it refuses a connection no retry can heal: wrong password, unknown
+# role or database, no pg_hba.conf entry. psycopg gives no SQLSTATE for a failed connection, so the text is
+# matched. A service started with them would otherwise log the same refusal every second, forever.
+_MISCONFIGURED = re.compile(
+    r"password authentication failed|role \S+ does not exist|database \S+ does not exist"
+    r"|no pg_hba\.conf entry|pg_hba\.conf rejects|permission denied for database"
+)
+
+
+def check_database(settings: Settings) -> None:
+    """Refuse to start a service on a database that refuses its credentials or does not exist.
+
+    An unreachable database is not refused: it may be starting or failing over, and the services retry.
+    """
+    try:
+        with psycopg.connect(settings.database_url, connect_timeout=5):
+            pass
+    except psycopg.OperationalError as exc:
+        text = " ".join(str(exc).split())
+        reason = text.rsplit("FATAL:", 1)[-1].strip()
+        if "FATAL:" in text and _MISCONFIGURED.search(reason):
+            raise ConfigurationError(
+                f"the database refused the connection ({reason}): check DATABASE_URL"
+            ) from None
 
 
 def check_port(host: str, port: int, what: str) -> None:

@@ -8,8 +8,8 @@ import sys
 import click
 import psycopg
 
+from txoutbox.cli.common import check_database, json_option, limit_option
 from txoutbox.cli.common import connect as _connect
-from txoutbox.cli.common import json_option, limit_option
 from txoutbox.cli.common import load_settings as _settings
 from txoutbox.cli.output import print_record, print_rows, to_json
 from txoutbox.cli.plugins import PluginGroup
@@ -49,6 +49,7 @@ def relay(null_publisher: bool) -> None:
 
     logs.configure()
     settings = _settings(need_sqs=not null_publisher)
+    check_database(settings)
     rs = settings.relay
     publisher: Publisher
     if null_publisher:
