@@ -6,6 +6,7 @@ import base64
 import json
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -219,6 +220,14 @@ def test_unreachable_database_is_a_503_not_a_traceback(settings: Settings) -> No
         client.app.state.console.pool.timeout = 1  # type: ignore[attr-defined]
         answer = client.get("/api/dead-letters")
         assert answer.status_code == 503 and "cannot reach the database" in answer.json()["detail"]
+
+
+def test_unmigrated_database_says_so(settings: Settings, postgres: Any) -> None:
+    empty = postgres.ensure_database(f"e_{uuid.uuid4().hex[:12]}")
+    with _client(replace(settings, database_url=empty)) as client:
+        answer = client.get("/api/overview")
+        assert answer.status_code == 503 and "txoutbox migrate" in answer.json()["detail"]
+        assert poll(lambda: client.app.state.console.database_error, 5)  # type: ignore[attr-defined]
 
 
 def test_cli_refuses_a_public_host_without_token(tmp_path: Path) -> None:

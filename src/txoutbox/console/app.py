@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from importlib import resources
 from typing import Any
 
 import psycopg
@@ -15,13 +14,12 @@ from fastapi.staticfiles import StaticFiles
 from psycopg_pool import PoolTimeout
 
 from txoutbox.config import Settings
-from txoutbox.console.routes import router
+from txoutbox.connections import DB_ERRORS
+from txoutbox.console.routes import STATIC, router
 from txoutbox.console.sampler import SAMPLE_SECONDS
 from txoutbox.console.security import Guard, GuardMiddleware
 from txoutbox.console.state import ConsoleState, first_line
 from txoutbox.errors import BrokerUnavailableError, ConfigurationError, NotFoundError
-
-STATIC = resources.files("txoutbox.console") / "static"
 
 
 def create_app(
@@ -73,6 +71,6 @@ def create_app(
             detail = f"cannot reach the database: {first_line(exc)}"
         return JSONResponse({"detail": detail}, status_code=503)
 
-    app.add_exception_handler(psycopg.Error, database_down)
-    app.add_exception_handler(PoolTimeout, database_down)
+    for failure in (*DB_ERRORS, PoolTimeout, psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn):
+        app.add_exception_handler(failure, database_down)
     return app

@@ -18,7 +18,8 @@ from txoutbox.health import summarize
 
 router = APIRouter()
 EventId = Path(ge=1, le=2**63 - 1, description="the event's outbox id")
-PAGE = resources.files("txoutbox.console") / "static" / "index.html"
+STATIC = resources.files("txoutbox.console") / "static"
+PAGE = STATIC / "index.html"
 
 
 class Action(BaseModel):

@@ -16,6 +16,7 @@ from txoutbox.config import Settings
 from txoutbox.connections import KEEPALIVES
 from txoutbox.console import queries as console_queries
 from txoutbox.console.sampler import Point, RelayRates, Series
+from txoutbox.redact import redact
 
 log = logging.getLogger("txoutbox.console")
 
@@ -66,7 +67,7 @@ class ConsoleState:
                 if self.database_error is not None:
                     log.info("console: database reachable again")
                 self.database_error = None
-            except (psycopg.Error, PoolTimeout) as exc:
+            except (psycopg.Error, PoolTimeout) as exc:  # the loop outlives any database trouble
                 if self.database_error is None:
                     log.warning("console: cannot sample the database: %s", first_line(exc))
                 self.database_error = first_line(exc)
@@ -74,6 +75,6 @@ class ConsoleState:
 
 
 def first_line(exc: BaseException) -> str:
-    """The first line of an error's text (psycopg's are several lines long)."""
-    text = str(exc).strip()
+    """The first line of an error's text (psycopg's are several lines long), without passwords."""
+    text = redact(str(exc)).strip()
     return text.splitlines()[0] if text else type(exc).__name__
