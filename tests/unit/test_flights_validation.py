@@ -149,6 +149,30 @@ def test_date_time_out_of_range_in_utc_is_refused() -> None:
 
 
 @pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("arrivalDateTime", "9999-12-31T23:59Z"),  # in range in UTC, year 10000 in a UTC+9 session
+        ("arrivalDateTime", "9999-12-31T00:00:00Z"),
+        ("departureDateTime", "0001-01-01T23:59:59Z"),  # year 0 in a UTC-1 session
+    ],
+)
+def test_date_times_a_session_time_zone_could_not_show_are_refused(field: str, value: str) -> None:
+    error = only(with_(**{field: value}))
+    assert error["loc"] == (field,)
+    assert (error["type"], error["msg"]) == (
+        "datetime_range",
+        "must be between 0001-01-02T00:00:00Z and 9999-12-30T23:59:59Z (UTC)",
+    )
+
+
+def test_the_outermost_date_times_are_accepted() -> None:
+    flight = FlightIn.model_validate(
+        with_(departureDateTime="0001-01-02T00:00:00Z", arrivalDateTime="9999-12-30T23:59:59.999999Z")
+    )
+    assert flight.arrival_date_time.year == 9999
+
+
+@pytest.mark.parametrize(
     "arrival", ["2023-09-01T08:00:00Z", "2023-09-01T07:59:59.999Z", "2022-01-01T00:00:00Z"]
 )
 def test_arrival_must_be_after_departure(arrival: str) -> None:
