@@ -7,7 +7,7 @@ UV_VERSION := 0.13.9
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_LINK_MODE := copy
 
-.PHONY: run test test-unit test-integration test-e2e test-infra lint typecheck bench install clean image chromium
+.PHONY: run test test-unit test-integration test-e2e test-infra lint typecheck bench install clean image chromium docs
 
 install: $(VENV)/.installed node_modules/.installed
 
@@ -60,9 +60,15 @@ lint: install
 bench: install
 	$(BIN)/python -m benchmarks
 
+# The documentation site, into site/: offline (works from file://, fetches nothing from the network) and strict
+# (every warning fails). docs/hooks/ generate the configuration reference from txoutbox.config and fail the
+# build if a page would load a font, script or stylesheet from another host.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 # Build the container image with podman and check it by chroot (root only; not part of `make test`).
 image: install
 	bash infra/image/build.sh
 
 clean:
-	rm -rf $(VENV) node_modules .txoutbox .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) node_modules .txoutbox .pytest_cache .mypy_cache .ruff_cache site
