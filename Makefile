@@ -52,10 +52,12 @@ test-e2e: install chromium
 test-infra: install
 	$(BIN)/python -m pytest tests/infra
 
+# The import rule: the library (txoutbox) imports nothing of flights, payments or devstack.
 lint: install
 	$(BIN)/ruff check src tests infra benchmarks
 	$(BIN)/ruff format --check src tests infra benchmarks
 	$(BIN)/mypy
+	$(BIN)/python -m pytest -q -p no:cacheprovider --no-header tests/unit/test_import_rule.py
 
 bench: install
 	$(BIN)/python -m benchmarks
