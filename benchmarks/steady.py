@@ -15,7 +15,8 @@ from pathlib import Path
 import psycopg
 
 from benchmarks import e2e
-from benchmarks.infra import Child, Stack, outbox_count, percentile, proc_cpu, python_module, txoutbox
+from benchmarks.infra import Child, Stack, percentile, proc_cpu, python_module, txoutbox
+from txoutbox.ops import outbox_count
 
 WARMUP_SECONDS = 3
 
