@@ -100,7 +100,7 @@ def test_migrate_waits_a_bounded_time_for_the_lock(database_url: str) -> None:
     with psycopg.connect(database_url, autocommit=True) as holder:
         holder.execute("SELECT pg_advisory_lock(%s)", (migrate.MIGRATION_LOCK_KEY,))
         started = time.monotonic()
-        with pytest.raises(MigrationError, match="held the migration lock for over 0.5 s"):
+        with pytest.raises(MigrationError, match=r"held the migration lock for over 0\.5 s"):
             migrate.apply_migrations(database_url, lock_timeout=0.5)
         assert time.monotonic() - started < 30
         holder.execute("SELECT pg_advisory_unlock(%s)", (migrate.MIGRATION_LOCK_KEY,))
@@ -113,5 +113,5 @@ def test_apps_register_their_migrations_by_entry_point() -> None:
 
     assert list(resolve_components(None)) == ["txoutbox", "flights", "payments"]
     assert resolve_components(["payments"]) == {"payments": "payments.migrations"}
-    with pytest.raises(MigrationError, match="unknown migration component 'hotels' \\(known: txoutbox, flights"):
+    with pytest.raises(MigrationError, match=r"component 'hotels' \(known: txoutbox, flights"):
         resolve_components(["hotels"])
