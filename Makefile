@@ -7,7 +7,7 @@ UV_VERSION := 0.13.9
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_LINK_MODE := copy
 
-.PHONY: run test test-unit test-integration test-e2e test-infra lint typecheck bench install clean image chromium docs
+.PHONY: run test test-unit test-integration test-e2e test-infra lint typecheck bench chaos install clean image chromium docs
 
 install: $(VENV)/.installed node_modules/.installed
 
@@ -54,12 +54,19 @@ test-infra: install
 
 # The import rule: the library (txoutbox) imports nothing of flights, payments or devstack.
 lint: install
-	$(BIN)/ruff check src tests infra benchmarks
-	$(BIN)/ruff format --check src tests infra benchmarks
+	$(BIN)/ruff check src tests infra benchmarks chaos
+	$(BIN)/ruff format --check src tests infra benchmarks chaos
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -p no:cacheprovider --no-header tests/unit/test_import_rule.py
 
+# The fault ledger: the whole system under a seeded random fault schedule (CHAOS_SECONDS, default 300;
+# CHAOS_SEED); prints the table and writes chaos/results/latest.json.
+chaos: install
+	$(BIN)/python -m chaos
+
+# wrk (a C load generator, Debian's package) drives the API benchmark without eating the server's CPU.
 bench: install
+	@command -v wrk >/dev/null || { command -v apt-get >/dev/null && apt-get install -y -q wrk >/dev/null; } || echo "wrk not installed: the API figure uses the Python load generator"
 	$(BIN)/python -m benchmarks
 
 # The documentation site, into site/: offline (works from file://, fetches nothing from the network) and strict
