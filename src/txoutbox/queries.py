@@ -105,6 +105,11 @@ NOTIFY = f"SELECT pg_notify('{NOTIFY_CHANNEL}', '')"
 # lets a concurrent claimer skip rows another claimer has just locked, and without it that claimer could
 # take event 2 while event 1 goes to someone else.
 #
+# Memory: the claim also stops at a byte budget (`max_claim_bytes`, the running sum of the payloads' sizes
+# in id order, a prefix, so the per-aggregate chain above still holds), and a payload too large to ever be
+# sent (over `max_payload_bytes`) comes back as NULL with its size: the relay dead-letters it unread.
+# Sizes come from the stored `payload_bytes` column, so neither check reads a payload.
+#
 # Cost: every check is an index probe per candidate row, never a scan of the backlog.
 # - `OFFSET 0` keeps the held-back check a per-row probe of outbox_aggregate_idx: without it the planner
 #   turns the NOT EXISTS into an anti-join over a sequential scan of the whole outbox (about 20 ms per
@@ -126,7 +131,7 @@ WITH mark AS (
            END AS low
 ),
 candidate AS (
-    SELECT o.id, o.aggregate_type, o.aggregate_id,
+    SELECT o.id, o.aggregate_type, o.aggregate_id, o.payload_bytes,
            (SELECT p.id FROM txoutbox.outbox AS p
             WHERE p.aggregate_type = o.aggregate_type AND p.aggregate_id = o.aggregate_id AND p.id < o.id
               AND p.id >= (SELECT low FROM mark)
@@ -150,7 +155,7 @@ candidate AS (
     FOR UPDATE OF o SKIP LOCKED
 ),
 chain AS (
-    SELECT c.id, c.aggregate_type, c.aggregate_id,
+    SELECT c.id, c.aggregate_type, c.aggregate_id, c.payload_bytes,
            c.prev_id IS NOT DISTINCT FROM
                lag(c.id) OVER (PARTITION BY c.aggregate_type, c.aggregate_id ORDER BY c.id) AS linked
     FROM candidate AS c
@@ -159,17 +164,21 @@ claimable AS (
     SELECT s.id
     FROM (
         SELECT ch.id,
-               bool_and(ch.linked) OVER (PARTITION BY ch.aggregate_type, ch.aggregate_id ORDER BY ch.id) AS ok
+               bool_and(ch.linked)
+                   OVER (PARTITION BY ch.aggregate_type, ch.aggregate_id ORDER BY ch.id) AS ok,
+               sum(least(ch.payload_bytes, %(max_payload_bytes)s)) OVER (ORDER BY ch.id)
+                   - least(ch.payload_bytes, %(max_payload_bytes)s) AS bytes_before
         FROM chain AS ch
     ) AS s
-    WHERE s.ok
+    WHERE s.ok AND s.bytes_before < %(max_claim_bytes)s
 )
 UPDATE txoutbox.outbox AS o
 SET locked_by = %(relay_id)s, locked_until = now() + make_interval(secs => %(lease_seconds)s)
 FROM claimable AS c
 WHERE o.id = c.id
-RETURNING o.id, o.event_id, o.aggregate_type, o.aggregate_id, o.event_type, o.payload::text, o.created_at,
-          o.attempts, o.traceparent, o.tracestate
+RETURNING o.id, o.event_id, o.aggregate_type, o.aggregate_id, o.event_type,
+          CASE WHEN o.payload_bytes <= %(max_payload_bytes)s THEN o.payload::text END, o.created_at,
+          o.attempts, o.traceparent, o.tracestate, o.payload_bytes
 """
 
 # Published: gone. Whoever holds the lease now, the broker has the message.

@@ -134,7 +134,8 @@ CREATE TABLE txoutbox.outbox (
     locked_by text,
     locked_until timestamp with time zone,
     traceparent text,
-    tracestate text
+    tracestate text,
+    payload_bytes integer GENERATED ALWAYS AS (octet_length((payload)::text)) STORED
 )
 WITH (fillfactor='70', autovacuum_vacuum_scale_factor='0.01', autovacuum_vacuum_insert_scale_factor='0.01');
 

@@ -355,7 +355,7 @@ class Relay:
                 round_rows: list[ClaimedRow] = []
                 for key in list(lanes):
                     row = lanes[key].popleft()
-                    failure = self.publisher.check(row.message)
+                    failure = self._oversized(row) or self.publisher.check(row.message)
                     if failure is not None:
                         self._refused(row, failure, outcome)
                         self._block(lanes, key, outcome)
@@ -387,6 +387,18 @@ class Relay:
             self._observe(rows, outcome)
             await self._acknowledge(outcome)
         await self._update_circuit(broker_error, len(outcome.published), probing)
+
+    def _oversized(self, row: ClaimedRow) -> EntryFailure | None:
+        if row.oversized is None:
+            return None
+        limit = self.settings.relay.max_message_bytes
+        return EntryFailure(
+            0,
+            "MessageTooLong",
+            f"message is over {row.oversized} bytes (its payload alone), "
+            f"over the queue's limit of {limit} bytes",
+            permanent=True,
+        )
 
     def _drop_lost(self, lanes: Lanes, lease: Lease, outcome: Outcome) -> None:
         """Rows another relay took over are its now: drop them, and give back the rest of their lanes."""

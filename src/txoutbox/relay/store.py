@@ -49,6 +49,7 @@ class ClaimedRow:
     created_at: dt.datetime
     message: OutgoingMessage
     claimed_at: float = 0.0  # monotonic, taken before the claim statement: its lease runs from then
+    oversized: int | None = None  # the payload's size when it was too large to fetch (body left empty)
 
 
 @dataclass(slots=True)
@@ -123,6 +124,8 @@ class RelayStore:
                     "lease_seconds": self.settings.relay.lease_seconds,
                     "low": await self._scan_from(conn),
                     "reinserts": self._reinserts,
+                    "max_claim_bytes": self.settings.relay.max_claim_bytes,
+                    "max_payload_bytes": self.settings.relay.max_message_bytes,
                 },
             )
             records = await cur.fetchall()
@@ -139,7 +142,14 @@ class RelayStore:
             attempts,
             traceparent,
             tracestate,
+            payload_bytes,
         ) in sorted(records):  # by row id, the first column (ids are unique)
+            if payload is None:  # too large to ever be sent: not even fetched
+                message = OutgoingMessage(
+                    row_id, event_id, aggregate_type, aggregate_id, event_type, b"", traceparent, tracestate
+                )
+                rows.append(ClaimedRow(row_id, attempts, created_at, message, started, payload_bytes))
+                continue
             body = encode(
                 rs.message_format,
                 row_id=row_id,
