@@ -27,6 +27,15 @@ let persistence;
 let dedup;
 
 if (dataDir) {
+  // fauxqs 2.4.1 writes NULL into a message's NOT NULL receive count when ChangeMessageVisibility(0) makes
+  // it visible again: the call fails with HTTP 500 and the message drops out of memory (`txoutbox dlq list`
+  // does exactly this). Clear only the in-flight fields; the receive count stays, as on AWS.
+  PersistenceManager.prototype.updateMessageReady = function (messageId) {
+    this.readyStatement ??= this.db.prepare(
+      "UPDATE sqs_messages SET receipt_handle = NULL, visibility_deadline = NULL WHERE message_id = ?",
+    );
+    this.readyStatement.run(messageId);
+  };
   mkdirSync(dataDir, { recursive: true });
   // The same wiring as fauxqs's startFauxqs: load first, then attach, so that loading writes nothing back.
   persistence = new PersistenceManager(dataDir);

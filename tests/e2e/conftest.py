@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -126,11 +128,28 @@ class Stack:
             raise
 
 
+def path_without_node(folder: Path) -> str:
+    """A PATH with every program of this one but Node's (symlinks in `folder`): a machine without Node."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for directory in os.environ.get("PATH", "").split(os.pathsep):
+        if not directory or not Path(directory).is_dir():
+            continue
+        for program in Path(directory).iterdir():
+            target = folder / program.name
+            if program.name not in ("node", "nodejs", "npm", "npx", "corepack") and not target.exists():
+                target.symlink_to(program)
+    return str(folder)
+
+
 @pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
-    s = Stack(tmp_path / "home")
+def stack() -> Iterator[Stack]:
+    # Not under pytest's tmp_path: the embedded PostgreSQL runs as another user when we are root and needs
+    # to traverse the folders above its data, which pytest (of this or a concurrent session) resets to 0700.
+    folder = Path(tempfile.mkdtemp(prefix="txo-e2e-"))
+    s = Stack(folder / "home")
     yield s
     s.stop()
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture

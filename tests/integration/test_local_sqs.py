@@ -90,6 +90,27 @@ def test_messages_queues_order_and_dedup_survive_a_restart(persistent: FauxqsPro
         again.stop()
 
 
+def test_a_message_made_visible_again_keeps_its_receive_count(persistent: FauxqsProcess) -> None:
+    # what `txoutbox dlq list` does to show the DLQ without consuming it
+    sqs = sqs_client(persistent.endpoint_url, DEFAULT_REGION)
+    queues = ensure_queues(sqs, "v.fifo", "vd.fifo")
+    _send(sqs, queues, "a", 1)
+    for count in (1, 2):
+        got = sqs.receive_message(QueueUrl=queues.queue_url, WaitTimeSeconds=1, AttributeNames=["All"])
+        (message,) = got["Messages"]
+        assert message["Attributes"]["ApproximateReceiveCount"] == str(count)
+        sqs.change_message_visibility(
+            QueueUrl=queues.queue_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
+        )
+    again = _restart(persistent, kill=True)
+    try:
+        sqs = sqs_client(again.endpoint_url, DEFAULT_REGION)
+        got = sqs.receive_message(QueueUrl=queues.queue_url, WaitTimeSeconds=1, AttributeNames=["All"])
+        assert got["Messages"][0]["Attributes"]["ApproximateReceiveCount"] == "3"
+    finally:
+        again.stop()
+
+
 def test_in_memory_without_a_data_dir(tmp_path: Path) -> None:
     proc = FauxqsProcess(free_port()).start()
     try:
