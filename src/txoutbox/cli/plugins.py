@@ -13,6 +13,7 @@ skipped with one warning line naming it: the library's own commands keep working
 from __future__ import annotations
 
 from importlib import metadata
+from typing import Any
 
 import click
 
@@ -22,16 +23,17 @@ ENTRY_POINT_GROUP = "txoutbox.cli"
 class PluginGroup(click.Group):
     """A click group whose extra commands come from installed entry points."""
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._entries: dict[str, metadata.EntryPoint] | None = None
         self._loaded: dict[str, click.Command | None] = {}
 
-    @staticmethod
-    def _entry_points() -> dict[str, metadata.EntryPoint]:
-        found: dict[str, metadata.EntryPoint] = {}
-        for entry in metadata.entry_points(group=ENTRY_POINT_GROUP):
-            found.setdefault(entry.name, entry)  # the first installed distribution wins a name
-        return found
+    def _entry_points(self) -> dict[str, metadata.EntryPoint]:
+        if self._entries is None:
+            self._entries = {}
+            for entry in metadata.entry_points(group=ENTRY_POINT_GROUP):
+                self._entries.setdefault(entry.name, entry)  # the first installed distribution wins a name
+        return self._entries
 
     def _plugin(self, name: str) -> click.Command | None:
         if name in self._loaded:
