@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import TextIO
 
 PR_SET_PDEATHSIG = 1
+# Looked up here, not between fork and exec, where an import could wait on a lock held by another thread.
+_prctl = getattr(ctypes.CDLL(None, use_errno=True), "prctl", None) if sys.platform == "linux" else None
 
 
 def _die_with(parent: int) -> Callable[[], None]:
@@ -24,10 +27,8 @@ def _die_with(parent: int) -> Callable[[], None]:
         # If the parent is SIGKILLed it cannot stop its children: the kernel sends them SIGTERM instead, so
         # none keeps a port. (Linux only; the signal follows the parent *thread*, hence Popen from the main
         # thread.) A parent already gone before prctl ran would never send it: check and stop now.
-        with contextlib.suppress(Exception):
-            import ctypes
-
-            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if _prctl is not None:
+            _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
         if os.getppid() != parent:
             os.kill(os.getpid(), signal.SIGTERM)
 
