@@ -1,0 +1,135 @@
+"""The wake-up without a NOTIFY per commit, and the claim's low-water mark under a pinned xmin horizon."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.helpers import apoll, outbox_count, running_relay
+from txoutbox import Event, add_event, queries
+from txoutbox.config import RelaySettings, Settings
+from txoutbox.publishers.null import NullPublisher
+from txoutbox.relay.store import Outcome, RelayStore
+
+
+def _settings(database_url: str, **relay: Any) -> Settings:
+    return Settings(
+        database_url=database_url,
+        sqs_queue_url=None,
+        sqs_dlq_url=None,
+        sqs_endpoint_url=None,
+        aws_region="eu-west-1",
+        local_stack=True,
+        relay=replace(RelaySettings(), **relay),
+    )
+
+
+@pytest.fixture
+def listener(database_url: str) -> Iterator[psycopg.Connection[Any]]:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(f"LISTEN {queries.NOTIFY_CHANNEL}")
+        yield conn
+
+
+def _book(database_url: str, aggregate: str) -> None:
+    with psycopg.connect(database_url) as conn:
+        add_event(conn, Event("Flight", aggregate, "FlightBooked", {"id": aggregate}))
+
+
+def _notified(listener: psycopg.Connection[Any]) -> bool:
+    # A commit's notification is queued before COMMIT returns; it reaches this session within
+    # milliseconds. Waiting 0.5 s for one that should NOT come is the bounded wait of the negative case.
+    return any(True for _ in listener.notifies(timeout=0.5, stop_after=1))
+
+
+def test_writers_notify_only_while_a_relay_is_idle(
+    database_url: str, listener: psycopg.Connection[Any]
+) -> None:
+    _book(database_url, "1")
+    assert not _notified(listener), "NOTIFY sent while no relay waits for one"
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(queries.IDLE_ANNOUNCE, {"relay_id": "r1", "valid_seconds": 60})
+        _book(database_url, "2")
+        assert _notified(listener), "no NOTIFY although a relay announced it is idle"
+        conn.execute(queries.IDLE_WITHDRAW, {"relay_id": "r1"})
+        _book(database_url, "3")
+        assert not _notified(listener)
+        # A dead relay's announcement expires.
+        conn.execute(queries.IDLE_ANNOUNCE, {"relay_id": "r2", "valid_seconds": 0})
+        _book(database_url, "4")
+        assert not _notified(listener)
+
+
+async def test_an_idle_relay_is_woken_by_a_commit_and_withdraws_when_busy(database_url: str) -> None:
+    # The fallback poll is 60 s: only the notification can bring the event out within the 5 s allowed.
+    settings = _settings(database_url, poll_interval=60.0)
+
+    def idle_rows() -> int:
+        with psycopg.connect(database_url) as conn:
+            row = conn.execute("SELECT count(*) FROM txoutbox.idle_relays WHERE until > now()").fetchone()
+            return int(row[0]) if row else 0
+
+    async with running_relay(settings, NullPublisher()) as relay:
+        assert await apoll(lambda: idle_rows() == 1, 10), "the quiet relay did not announce it is idle"
+        for n in range(3):
+            before = relay.published_total
+            _book(database_url, f"wake-{n}")
+            assert await apoll(lambda b=before: relay.published_total == b + 1, 5), "not woken by NOTIFY"
+            assert await apoll(lambda: idle_rows() == 1, 10)
+    assert outbox_count(database_url) == 0
+    assert idle_rows() == 0, "a stopped relay left its announcement"
+
+
+async def test_claims_skip_the_deleted_prefix_under_a_pinned_horizon(database_url: str) -> None:
+    # Rows deleted while a snapshot is held cannot be vacuumed, nor their index entries marked dead: a
+    # claim that scanned from the outbox's start would walk every one of them, each time (that is what
+    # made a drain 0.6x as fast). From the low-water mark a claim reads a few pages, however many rows
+    # lie dead in front of it.
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            """
+            INSERT INTO txoutbox.outbox (event_id, aggregate_type, aggregate_id, event_type, payload)
+            SELECT gen_random_uuid(), 'Flight', (n % 1000)::text, 'FlightBooked', jsonb_build_object('n', n)
+            FROM generate_series(1, 30000) AS n
+            """
+        )
+        conn.execute("VACUUM ANALYZE txoutbox.outbox")
+    holder = psycopg.connect(database_url)
+    try:
+        holder.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        holder.execute("SELECT count(*) FROM txoutbox.relays")  # the snapshot, held to the end
+        store = RelayStore(_settings(database_url), "pinned-test")
+        await store.open()
+        try:
+            store.rescan_seconds = 3600.0  # the first claim scans from the start, then none inside the drain
+            claimed = 0
+            while claimed < 27_500:
+                rows = await store.claim(500)
+                assert rows, f"claims dried up after {claimed} events"
+                claimed += len(rows)
+                await store.acknowledge(Outcome(published=[r.row_id for r in rows]), lambda: False)
+            mark = store.scan_start
+        finally:
+            await store.close()
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            counter = conn.execute("SELECT last_value FROM txoutbox.outbox_reinserts").fetchone()
+            claim = {"limit": 500, "lease_seconds": 30, "reinserts": counter[0] if counter else None}
+            explain = conn.execute(
+                "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + queries.CLAIM,
+                {**claim, "relay_id": "probe", "low": mark},
+            ).fetchone()
+            from_start = conn.execute(
+                "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + queries.CLAIM,
+                {**claim, "relay_id": "probe2", "low": 0},
+            ).fetchone()
+    finally:
+        holder.close()
+    assert explain is not None and from_start is not None
+    buffers = explain[0][0]["Plan"]["Shared Hit Blocks"] + explain[0][0]["Plan"]["Shared Read Blocks"]
+    full = from_start[0][0]["Plan"]["Shared Hit Blocks"] + from_start[0][0]["Plan"]["Shared Read Blocks"]
+    assert mark > 25_000, f"the low-water mark stayed at {mark}"
+    assert buffers * 4 < full, (buffers, full)
