@@ -1,16 +1,19 @@
 """Load on `POST /api/flights` from another process: wrk when installed, else a lean asyncio client.
 
-wrk (Debian's `wrk`) is preferred: it is C, so the load generator takes little of the two cores the
-server and PostgreSQL need. Without it, `python -m benchmarks.api_load URL CONNECTIONS SECONDS` runs a
-keep-alive HTTP/1.1 client on uvloop (one coroutine per connection, latency of every request) and prints
-one JSON line.
+wrk (Debian's `wrk`, which `make bench` installs when missing) is preferred: it is C, so the load
+generator takes little of the cores the server and PostgreSQL need; it runs pinned to the last core
+(`taskset`) and its CPU share is reported. Without it,
+`python -m benchmarks.api_load URL CONNECTIONS SECONDS` runs a keep-alive HTTP/1.1 client on uvloop (one
+coroutine per connection, latency of every request) and prints one JSON line.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -41,6 +44,7 @@ class LoadResult:
     requests_per_s: float
     p50_ms: float
     p99_ms: float
+    loader_cpu_share: float = float("nan")  # CPU seconds of the load generator per second (1.0 = a core)
 
 
 def wrk_available() -> bool:
@@ -66,13 +70,32 @@ def _ms(text: str) -> float:
 def run_wrk(url: str, connections: int, seconds: int, workdir: Path) -> LoadResult:
     script = workdir / "post.lua"
     script.write_text(_LUA)
+    # wrk on one thread, pinned to the last core: it takes its own slice of one core, never the server's
+    # whole machine. Its CPU share (of one core) is reported from the children's rusage.
+    pin = ["taskset", "-c", str((os.cpu_count() or 1) - 1)] if shutil.which("taskset") else []
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run(
-        ["wrk", "-t", "1", "-c", str(connections), "-d", f"{seconds}s", "--latency", "-s", str(script), url],
+        [
+            *pin,
+            "wrk",
+            "-t",
+            "1",
+            "-c",
+            str(connections),
+            "-d",
+            f"{seconds}s",
+            "--latency",
+            "-s",
+            str(script),
+            url,
+        ],
         capture_output=True,
         text=True,
         timeout=seconds + 30,
         check=False,
     )
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     out = proc.stdout
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     total = re.search(r"(\d+) requests in ([\d.]+)(\w+)", out)
@@ -94,6 +117,7 @@ def run_wrk(url: str, connections: int, seconds: int, workdir: Path) -> LoadResu
         requests_per_s=float(rps.group(1)),
         p50_ms=_ms(p50.group(1)),
         p99_ms=_ms(p99.group(1)),
+        loader_cpu_share=cpu / seconds,
     )
 
 

@@ -1,9 +1,11 @@
 """The database's own ceiling: the booking transaction as raw SQL from pgbench, no HTTP, no ORM.
 
-The script is the transaction the booking API runs (flights.app.book_flight + txoutbox.add_event_async),
-statement for statement: BEGIN; INSERT the flight RETURNING its id; INSERT the outbox row behind the
-aggregate's advisory lock, with the pg_notify folded into the same statement as txoutbox.writer does;
-COMMIT. Prepared statements (`-M prepared`), like psycopg after its fifth execution.
+The script is the transaction the booking API runs (flights.routes.book_flight + txoutbox.add_event_async),
+statement for statement: BEGIN; INSERT the flight RETURNING its id; the writer's own statement
+(txoutbox.queries, the outbox row behind the aggregate's advisory lock, with its wake-up); COMMIT.
+Prepared statements (`-M prepared`), like psycopg after its fifth execution. The variants measure, on the
+same clients, the flight insert alone (the outbox tax's basis), the booking without any wake-up and with
+a NOTIFY at every commit (the trade-off of the wake-up design).
 """
 
 from __future__ import annotations
@@ -14,33 +16,57 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.infra import ARRIVAL, ARRIVAL_AT, DEPARTURE, DEPARTURE_AT, socket_dir
-from txoutbox.queries import ADVISORY_LOCK_BUCKETS, ADVISORY_LOCK_CLASS, NOTIFY_CHANNEL
+from txoutbox import queries
 
-_SCRIPT = f"""\\set n random(1, 1000000000)
+_FLIGHT = f"""\\set n random(1, 1000000000)
 BEGIN;
 INSERT INTO public.flights (departure_airport, arrival_airport, departure_date_time, arrival_date_time)
   VALUES ('{DEPARTURE}', '{ARRIVAL}', '{DEPARTURE_AT}', '{ARRIVAL_AT}')
   RETURNING id AS flight_id, departure_airport, arrival_airport, departure_date_time, arrival_date_time \\gset
-WITH ordered AS (
-  SELECT pg_advisory_xact_lock(
-    {ADVISORY_LOCK_CLASS}, hashtext('Flight:' || (:flight_id)::bigint::text) & {ADVISORY_LOCK_BUCKETS - 1}
-  ) AS locked
-), ins AS (
-  INSERT INTO txoutbox.outbox (event_id, aggregate_type, aggregate_id, event_type, payload)
-  SELECT gen_random_uuid(), 'Flight', (:flight_id)::bigint::text, 'FlightBooked',
-         jsonb_build_object('id', (:flight_id)::bigint,
-                            'departureAirport', '{DEPARTURE}', 'arrivalAirport', '{ARRIVAL}',
-                            'departureDateTime', '{DEPARTURE_AT}', 'arrivalDateTime', '{ARRIVAL_AT}')
-  FROM ordered
-  RETURNING 1
-)
-SELECT n{{notify}} FROM (SELECT count(*) AS n FROM ins) AS c;
-COMMIT;
+{{event}}COMMIT;
 """
 
+# The writer's own statement (txoutbox.writer), its array parameters spelled as one-element arrays.
+_PARAMS = {
+    "event_ids": "ARRAY[gen_random_uuid()]",
+    "aggregate_types": "ARRAY['Flight']",
+    "aggregate_ids": "ARRAY[(:flight_id)::bigint::text]",
+    "event_types": "ARRAY['FlightBooked']",
+    "traceparent": "NULL",  # no trace context (txoutbox.tracing)
+    "tracestate": "NULL",
+    "payloads": (
+        "ARRAY[jsonb_build_object('id', (:flight_id)::bigint, "
+        f"'departureAirport', '{DEPARTURE}', 'arrivalAirport', '{ARRIVAL}', "
+        f"'departureDateTime', '{DEPARTURE_AT}', 'arrivalDateTime', '{ARRIVAL_AT}')]"
+    ),
+}
 
-def script(notify: bool) -> str:
-    return _SCRIPT.replace("{notify}", f", pg_notify('{NOTIFY_CHANNEL}', '')" if notify else "")
+# name -> the writer's statements in the transaction (none: the flight insert alone)
+VARIANTS: dict[str, list[str]] = {
+    "flight_only": [],
+    # What add_event(notify=True) runs: the product's wake-up.
+    "booking": [queries.INSERT_EVENTS_AND_NOTIFY, queries.AGGREGATE_UNLOCK],
+    "booking_no_wakeup": [queries.INSERT_EVENTS, queries.AGGREGATE_UNLOCK],  # add_event(notify=False)
+    # The earlier wake-up, for the trade-off: a NOTIFY at every commit, whether a relay waits or not.
+    "booking_notify_always": [
+        queries.INSERT_EVENTS.replace(
+            "SELECT count(*) FROM ins",
+            f"SELECT n, pg_notify('{queries.NOTIFY_CHANNEL}', '') FROM (SELECT count(*) AS n FROM ins) AS c",
+        ),
+        queries.AGGREGATE_UNLOCK,
+    ],
+}
+
+
+def script(variant: str) -> str:
+    statements = []
+    for sql in VARIANTS[variant]:
+        for name, value in _PARAMS.items():
+            sql = sql.replace(f"%({name})s", value)
+        if "%(" in sql:
+            raise RuntimeError(f"pgbench script: unknown parameter in {sql!r}")
+        statements.append(sql.strip() + ";\n")
+    return _FLIGHT.replace("{event}", "".join(statements))
 
 
 @dataclass
@@ -62,12 +88,12 @@ def run_pgbench(
     database_url: str,
     workdir: Path,
     *,
-    notify: bool,
+    variant: str,
     clients: int = 4,
     seconds: int = 10,
 ) -> PgbenchResult:
-    path = workdir / f"booking{'_notify' if notify else ''}.sql"
-    path.write_text(script(notify))
+    path = workdir / f"{variant}.sql"
+    path.write_text(script(variant))
     database = database_url.split("?", 1)[0].rsplit("/", 1)[1]
     proc = subprocess.run(
         [

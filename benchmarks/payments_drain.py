@@ -9,6 +9,8 @@ seed's log line per event included; the log goes to a file, as it would to Cloud
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
 import time
 import uuid
 from dataclasses import dataclass
@@ -30,6 +32,7 @@ from benchmarks.infra import (
     TreeCpu,
     cpu_meter,
     postmaster_pid,
+    python_module,
     txoutbox,
 )
 from txoutbox.connections import aio_sqs_client
@@ -109,9 +112,9 @@ def drain_payments(
         consumer.wait_ready()
         assert stack.pg is not None
         assert stack.fauxqs is not None
-        assert stack.fauxqs._proc is not None
+        assert stack.fauxqs.pid is not None
         pg_cpu = TreeCpu(postmaster_pid(stack.pg.data_dir))
-        fauxqs_cpu = TreeCpu(stack.fauxqs._proc.pid)
+        fauxqs_cpu = TreeCpu(stack.fauxqs.pid)
         sampler = RssSampler([consumer.pid])
         with psycopg.connect(stack.database_url, autocommit=True) as conn, cpu_meter([consumer.pid]) as cpu:
             start = consumer.ready_at or time.monotonic()
@@ -134,3 +137,28 @@ def drain_payments(
     lines = sum(1 for line in log_path.open(errors="replace") if "Processing payment" in line)
     share = {"consumer": cpu["total"] / seconds, **{k: v / seconds for k, v in other.items()}}
     return PaymentsResult(events, seconds, events / seconds, peak, share, lines)
+
+
+def drain_bare(stack: Stack, *, events: int, concurrency: int = 4, timeout: float = 120.0) -> float:
+    """The bare receive + delete loop (benchmarks.bare) on a queue filled the same way; its events/s."""
+    queues = stack.new_queues("bare-recv")
+    try:
+        enqueue(stack, queues.queue_url, events)
+        proc = subprocess.run(
+            python_module(
+                "benchmarks.bare",
+                "receive",
+                queues.queue_url,
+                stack.endpoint_url,
+                str(events),
+                str(concurrency),
+            ),
+            capture_output=True,
+            text=True,
+            env=stack.env(),
+            timeout=timeout,
+            check=True,
+        )
+    finally:
+        stack.delete_queues(queues)
+    return float(json.loads(proc.stdout.strip().splitlines()[-1])["events_per_s"])

@@ -65,9 +65,9 @@ def drain(
         sampler = RssSampler([r.pid for r in relays])
         assert stack.pg is not None
         assert stack.fauxqs is not None
-        assert stack.fauxqs._proc is not None
+        assert stack.fauxqs.pid is not None
         pg_cpu = TreeCpu(postmaster_pid(stack.pg.data_dir))
-        fauxqs_cpu = TreeCpu(stack.fauxqs._proc.pid)
+        fauxqs_cpu = TreeCpu(stack.fauxqs.pid)
         backlog: list[tuple[float, int]] = []
         with (
             psycopg.connect(stack.database_url, autocommit=True) as conn,

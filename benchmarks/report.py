@@ -6,130 +6,137 @@ import json
 import math
 import os
 import platform
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from benchmarks.infra import percentile
 
+# The figures (medians over the runs), in table order.
 KEYS = (
     "db_write_limit_tps",
+    "flight_insert_alone_tps",
     "api_bookings_per_s",
     "api_p50_ms",
     "api_p99_ms",
+    "bare_sender_events_per_s",
     "relay_sqs_events_per_s",
+    "bare_sql_events_per_s",
     "relay_null_events_per_s",
-    "relay_2proc_sqs_events_per_s",
+    "pinned_unpinned_events_per_s",
+    "pinned_events_per_s",
+    "bare_receiver_events_per_s",
+    "payments_events_per_s",
+    "e2e_rate_per_s",
     "e2e_commit_to_sqs_p50_ms",
     "e2e_commit_to_sqs_p99_ms",
-    "e2e_commit_to_payment_p99_ms",
-    "payments_events_per_s",
     "relay_rss_mb",
-    "seed_baseline_events_per_s",
 )
+
+_UNITS = {
+    "db_write_limit_tps": "tx/s",
+    "flight_insert_alone_tps": "tx/s",
+    "api_bookings_per_s": "req/s",
+    "api_p50_ms": "ms",
+    "api_p99_ms": "ms",
+    "bare_sender_events_per_s": "ev/s",
+    "relay_sqs_events_per_s": "ev/s",
+    "bare_sql_events_per_s": "ev/s",
+    "relay_null_events_per_s": "ev/s",
+    "pinned_unpinned_events_per_s": "ev/s",
+    "pinned_events_per_s": "ev/s",
+    "bare_receiver_events_per_s": "ev/s",
+    "payments_events_per_s": "ev/s",
+    "e2e_rate_per_s": "bookings/s",
+    "e2e_commit_to_sqs_p50_ms": "ms",
+    "e2e_commit_to_sqs_p99_ms": "ms",
+    "relay_rss_mb": "MB",
+}
+
+# Figures where less is better (for --compare: their ratio to an earlier run is old / new).
+LOWER_IS_BETTER = {
+    "api_p50_ms",
+    "api_p99_ms",
+    "e2e_commit_to_sqs_p50_ms",
+    "e2e_commit_to_sqs_p99_ms",
+    "relay_rss_mb",
+    "outbox_tax",
+}
 
 
 @dataclass(frozen=True)
 class Target:
-    key: str
-    text: str  # the target as the issue states it
-    ratio: Callable[[dict[str, float], dict[str, Any]], float]  # achieved / required: >= 1.0 means met
-    achieved: Callable[[dict[str, float], dict[str, Any]], str]  # the achieved value in the target's terms
+    key: str  # in `ratios`
+    op: str  # ">=" or "<="
+    bound: float
+    basis: str  # what the ratio is of, in words
+
+    def met(self, value: float) -> bool:
+        if math.isnan(value):
+            return False
+        return value >= self.bound if self.op == ">=" else value <= self.bound
+
+
+# Every target is a ratio of two figures of the same run (or a latency at a rate set by the same run).
+TARGETS = (
+    Target(
+        "relay_sqs_over_bare_sender",
+        ">=",
+        0.9,
+        "relay -> SQS / bare sender (relay's client settings, claim size, batches in flight)",
+    ),
+    Target(
+        "relay_null_over_bare_sql",
+        ">=",
+        0.8,
+        "relay -> null sink / bare claim-and-delete loop (one process, same batch size)",
+    ),
+    Target(
+        "payments_over_bare_receiver",
+        ">=",
+        0.8,
+        "payment service / bare receive + delete loop (same queue, same receivers)",
+    ),
+    Target("api_over_db_limit", ">=", 0.5, "POST /api/flights (wrk) / booking transaction (pgbench)"),
+    Target(
+        "outbox_tax",
+        "<=",
+        0.15,
+        "1 - booking with outbox event and wake-up / the flight insert alone (pgbench, 4 clients)",
+    ),
+    Target("e2e_commit_to_sqs_p50_ms", "<=", 5.0, "commit -> SQS p50, 60 s at half the db write limit"),
+    Target("e2e_commit_to_sqs_p99_ms", "<=", 25.0, "commit -> SQS p99, 60 s at half the db write limit"),
+    Target(
+        "pinned_over_unpinned",
+        ">=",
+        0.8,
+        "null-sink relay, last 100,000 of 300,000 events, snapshot held / not held",
+    ),
+)
 
 
 def _div(a: float, b: float) -> float:
     return a / b if b else math.nan
 
 
-TARGETS = (
-    Target(
-        "api_bookings_per_s",
-        ">= 0.4 x db_write_limit",
-        lambda r, x: _div(r["api_bookings_per_s"], 0.4 * r["db_write_limit_tps"]),
-        lambda r, x: f"{_div(r['api_bookings_per_s'], r['db_write_limit_tps']):.2f} x db_write_limit",
-    ),
-    Target(
-        "relay_sqs_events_per_s",
-        ">= 0.9 x fauxqs limit",
-        lambda r, x: _div(r["relay_sqs_events_per_s"], 0.9 * x["fauxqs_limit_events_per_s"]),
-        lambda r, x: (
-            f"{_div(r['relay_sqs_events_per_s'], x['fauxqs_limit_events_per_s']):.2f} x fauxqs limit"
-        ),
-    ),
-    Target(
-        "relay_sqs_events_per_s",
-        ">= db_write_limit",
-        lambda r, x: _div(r["relay_sqs_events_per_s"], r["db_write_limit_tps"]),
-        lambda r, x: f"{_div(r['relay_sqs_events_per_s'], r['db_write_limit_tps']):.2f} x db_write_limit",
-    ),
-    Target(
-        "relay_null_events_per_s",
-        ">= 30,000",
-        lambda r, x: _div(r["relay_null_events_per_s"], 30_000),
-        lambda r, x: f"{_div(r['relay_null_events_per_s'], 30_000):.2f} x 30,000",
-    ),
-    Target(
-        "e2e_commit_to_sqs_p50_ms",
-        "<= 5 ms",
-        lambda r, x: _div(5.0, r["e2e_commit_to_sqs_p50_ms"]),
-        lambda r, x: f"{r['e2e_commit_to_sqs_p50_ms']:.1f} ms",
-    ),
-    Target(
-        "e2e_commit_to_sqs_p99_ms",
-        "<= 25 ms",
-        lambda r, x: _div(25.0, r["e2e_commit_to_sqs_p99_ms"]),
-        lambda r, x: f"{r['e2e_commit_to_sqs_p99_ms']:.1f} ms",
-    ),
-    Target(
-        "payments_events_per_s",
-        ">= 3,000",
-        lambda r, x: _div(r["payments_events_per_s"], 3_000),
-        lambda r, x: f"{_div(r['payments_events_per_s'], 3_000):.2f} x 3,000",
-    ),
-    Target(
-        "relay_rss_mb",
-        "<= 150 MB, flat",
-        lambda r, x: _div(150.0, r["relay_rss_mb"]),
-        lambda r, x: f"{r['relay_rss_mb']:.0f} MB, {_flat(x)}",
-    ),
-    Target(
-        "seed_baseline_events_per_s",
-        "relay_sqs >= 1,000 x this",
-        lambda r, x: _div(r["relay_sqs_events_per_s"], 1000 * r["seed_baseline_events_per_s"]),
-        lambda r, x: f"{_div(r['relay_sqs_events_per_s'], r['seed_baseline_events_per_s']):,.0f} x",
-    ),
-)
-
-
-def _flat(extra: dict[str, Any]) -> str:
-    rss = extra.get("relay_rss", {})
-    during = rss.get("rss_mb_during_drain_after_1s")
-    small = rss.get("peak_mb_20k_backlog")
-    if not during or small is None:
-        return "flatness not measured"
-    return f"{during['min']:.1f}-{during['max']:.1f} MB while draining, {small:.1f} MB for a 20k backlog"
-
-
-_UNITS = {
-    "db_write_limit_tps": "tx/s",
-    "api_bookings_per_s": "req/s",
-    "api_p50_ms": "ms",
-    "api_p99_ms": "ms",
-    "relay_sqs_events_per_s": "ev/s",
-    "relay_null_events_per_s": "ev/s",
-    "relay_2proc_sqs_events_per_s": "ev/s",
-    "e2e_commit_to_sqs_p50_ms": "ms",
-    "e2e_commit_to_sqs_p99_ms": "ms",
-    "e2e_commit_to_payment_p99_ms": "ms",
-    "payments_events_per_s": "ev/s",
-    "relay_rss_mb": "MB",
-    "seed_baseline_events_per_s": "ev/s",
-}
+def ratios(results: dict[str, float]) -> dict[str, float]:
+    """The targets' ratios from the figures of one run (medians over its runs)."""
+    r = results
+    return {
+        "relay_sqs_over_bare_sender": _div(r["relay_sqs_events_per_s"], r["bare_sender_events_per_s"]),
+        "relay_null_over_bare_sql": _div(r["relay_null_events_per_s"], r["bare_sql_events_per_s"]),
+        "payments_over_bare_receiver": _div(r["payments_events_per_s"], r["bare_receiver_events_per_s"]),
+        "api_over_db_limit": _div(r["api_bookings_per_s"], r["db_write_limit_tps"]),
+        "outbox_tax": 1 - _div(r["db_write_limit_tps"], r["flight_insert_alone_tps"]),
+        "e2e_commit_to_sqs_p50_ms": r["e2e_commit_to_sqs_p50_ms"],
+        "e2e_commit_to_sqs_p99_ms": r["e2e_commit_to_sqs_p99_ms"],
+        "pinned_over_unpinned": _div(r["pinned_events_per_s"], r["pinned_unpinned_events_per_s"]),
+    }
 
 
 def _fmt(value: float) -> str:
-    if math.isnan(value):
+    if value is None or math.isnan(value):
         return "n/a"
     if abs(value) >= 100:
         return f"{value:,.0f}"
@@ -138,41 +145,29 @@ def _fmt(value: float) -> str:
     return f"{value:.2f}"
 
 
-def table(results: dict[str, float], extra: dict[str, Any], spread: dict[str, Any]) -> str:
-    """One table: every key, its min-max over the runs, and each target with what was achieved."""
-    targets: dict[str, list[Target]] = {}
+def _rows(data: dict[str, Any]) -> tuple[list[tuple[str, ...]], list[tuple[str, ...]]]:
+    spread = data.get("spread", {})
+    targets: list[tuple[str, ...]] = []
     for t in TARGETS:
-        targets.setdefault(t.key, []).append(t)
-    rows = [("figure", "median", "min-max", "unit", "target", "achieved", "")]
+        value = float(data["ratios"][t.key]) if data["ratios"].get(t.key) is not None else math.nan
+        targets.append(
+            (t.key, _fmt(value), f"{t.op} {t.bound:g}", "met" if t.met(value) else "MISSED", t.basis)
+        )
+    figures: list[tuple[str, ...]] = []
     for key in KEYS:
-        value = results[key]
+        figure = data.get(key)
         s = spread.get(key)
-        span = f"{_fmt(s['min'])}-{_fmt(s['max'])}" if s else ""
-        ts = targets.get(key, [])
-        if not ts:
-            rows.append((key, _fmt(value), span, _UNITS[key], "", "", ""))
-        for i, t in enumerate(ts):
-            verdict = "met" if t.ratio(results, extra) >= 1.0 else "MISSED"
-            first = i == 0
-            rows.append(
-                (
-                    key if first else "",
-                    _fmt(value) if first else "",
-                    span if first else "",
-                    _UNITS[key] if first else "",
-                    t.text,
-                    t.achieved(results, extra),
-                    verdict,
-                )
-            )
-    limit = extra["fauxqs_limit_events_per_s"]
-    rows.append(("fauxqs limit (bare aiobotocore sender)", _fmt(limit), "", "ev/s", "", "", ""))
+        span = f"{_fmt(s['min'])} - {_fmt(s['max'])}" if s else ""
+        figures.append((key, _fmt(math.nan if figure is None else float(figure)), span, _UNITS[key]))
+    return targets, figures
+
+
+def _text(rows: Sequence[tuple[str, ...]], right: set[int]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = []
     for n, row in enumerate(rows):
         cells = [
-            cell.rjust(w) if i in (1, 2) else cell.ljust(w)
-            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
         ]
         lines.append("  ".join(cells).rstrip())
         if n == 0:
@@ -180,41 +175,82 @@ def table(results: dict[str, float], extra: dict[str, Any], spread: dict[str, An
     return "\n".join(lines)
 
 
-def markdown_table(results: dict[str, float], extra: dict[str, Any], spread: dict[str, Any]) -> str:
-    """The same table in Markdown, for docs/performance.md."""
-    targets: dict[str, list[Target]] = {}
-    for t in TARGETS:
-        targets.setdefault(t.key, []).append(t)
+def table(data: dict[str, Any]) -> str:
+    """The targets (ratio, bound, verdict), then every figure with its min - max over the runs."""
+    targets, figures = _rows(data)
+    return (
+        _text([("target", "ratio", "bound", "", "of"), *targets], {1})
+        + "\n\n"
+        + _text([("figure", "median", "min - max", "unit"), *figures], {1, 2})
+    )
+
+
+def markdown_table(data: dict[str, Any]) -> str:
+    """The README's tables, generated from latest.json (tests/unit/test_benchmark_readme.py checks them)."""
+    targets, figures = _rows(data)
+    machine = data.get("extra", {}).get("machine", {})
     lines = [
-        "| figure | median of 3 | min - max | target | achieved | |",
-        "| --- | ---: | ---: | --- | --- | --- |",
+        f"Machine: {machine.get('cpu_model', '?')}, {machine.get('cpus', '?')} cores; "
+        f"each figure the median of {data.get('extra', {}).get('plan', {}).get('runs', '?')} runs.",
+        "",
+        "| target | ratio | bound | | of |",
+        "| --- | ---: | --- | --- | --- |",
     ]
-    for key in KEYS:
-        s = spread.get(key)
-        span = f"{_fmt(s['min'])} - {_fmt(s['max'])}" if s else ""
-        value = f"{_fmt(results[key])} {_UNITS[key]}"
-        ts = targets.get(key, [])
-        if not ts:
-            lines.append(f"| `{key}` | {value} | {span} | | | |")
-        for i, t in enumerate(ts):
-            verdict = "met" if t.ratio(results, extra) >= 1.0 else "**missed**"
-            head = f"| `{key}` | {value} | {span} |" if i == 0 else "| | | |"
-            lines.append(f"{head} {t.text} | {t.achieved(results, extra)} | {verdict} |")
-    limit = extra["fauxqs_limit_events_per_s"]
-    lines.append(f"| fauxqs limit (bare aiobotocore sender, `extra`) | {_fmt(limit)} ev/s | | | | |")
+    for key, value, bound, verdict, basis in targets:
+        lines.append(
+            f"| `{key}` | {value} | {bound} | {verdict if verdict == 'met' else '**missed**'} | {basis} |"
+        )
+    lines += ["", "| figure | median | min - max | unit |", "| --- | ---: | ---: | --- |"]
+    for key, value, span, unit in figures:
+        lines.append(f"| `{key}` | {value} | {span} | {unit} |")
     return "\n".join(lines)
 
 
-def _divs(a: float, b: float) -> str:
-    return f"{a / b:,.0f}" if b else "n/a"
+README_START = "<!-- benchmarks:table:start (generated by `python -m benchmarks --readme`) -->"
+README_END = "<!-- benchmarks:table:end -->"
 
 
-def targets_summary(results: dict[str, float], extra: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    for t in TARGETS:
-        ratio = t.ratio(results, extra)
-        out[f"{t.key} {t.text}"] = {"ratio": round(ratio, 3), "met": bool(ratio >= 1.0)}
-    return out
+def readme_block(readme: str) -> str | None:
+    """The generated part of the README, or None when the markers are missing."""
+    if README_START not in readme or README_END not in readme:
+        return None
+    return readme.split(README_START, 1)[1].split(README_END, 1)[0].strip("\n")
+
+
+def update_readme(readme: str, data: dict[str, Any]) -> str:
+    head, rest = readme.split(README_START, 1)
+    tail = rest.split(README_END, 1)[1]
+    return f"{head}{README_START}\n{markdown_table(data)}\n{README_END}{tail}"
+
+
+def compare(new: dict[str, Any], old: dict[str, Any], floor: float = 0.7) -> tuple[str, bool]:
+    """Each figure and ratio of `new` against `old` (>= 1.0: as good or better); ok: none below `floor`."""
+    rows = [("figure", "old", "new", "new vs old", "")]
+    ok = True
+    pairs = [(k, old.get(k), new.get(k)) for k in KEYS]
+    pairs += [(k, old.get("ratios", {}).get(k), new.get("ratios", {}).get(k)) for k in new.get("ratios", {})]
+    for key, before, after in pairs:
+        if before is None or after is None:
+            rows.append(
+                (
+                    key,
+                    _fmt(math.nan if before is None else before),
+                    _fmt(math.nan if after is None else after),
+                    "n/a",
+                    "",
+                )
+            )
+            continue
+        if key in LOWER_IS_BETTER:
+            change = _div(float(before), float(after))
+        else:
+            change = _div(float(after), float(before))
+        bad = not math.isnan(change) and change < floor
+        ok = ok and not bad
+        rows.append(
+            (key, _fmt(float(before)), _fmt(float(after)), f"{change:.2f}x", "REGRESSION" if bad else "")
+        )
+    return _text(rows, {1, 2, 3}), ok
 
 
 def machine_info() -> dict[str, Any]:
@@ -237,7 +273,8 @@ def machine_info() -> dict[str, Any]:
 
 
 def write_json(path: Path, results: dict[str, float], spread: dict[str, Any], extra: dict[str, Any]) -> None:
-    data: dict[str, Any] = {key: _round(results[key]) for key in KEYS}
+    data: dict[str, Any] = {key: _round(results[key]) for key in KEYS if key in results}
+    data["ratios"] = {k: _round(v) for k, v in ratios(results).items()}
     data["spread"] = spread
     data["extra"] = extra
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -60,12 +60,13 @@ def steady(
     rate: int = 1000,
     seconds: int = 30,
     warmup: int = WARMUP_SECONDS,
+    writers: int = 2,
 ) -> SteadyResult:
     stack.truncate()
     queues = stack.new_queues(f"e2e-{consumer}")
     env = stack.env(queues)
     total = rate * (seconds + warmup)
-    commits_csv = logdir / f"e2e-{consumer}-commits.csv"
+    commits_csvs = [logdir / f"e2e-{consumer}-commits-{n}.csv" for n in range(writers)]
     sent_csv = logdir / f"e2e-{consumer}-sent.csv"
     relay = Child(txoutbox("relay"), env, logdir / f"e2e-{consumer}-relay.log", ready_line="started:")
     if consumer == "payments":
@@ -88,27 +89,33 @@ def steady(
             logdir / "e2e-observer.log",
             ready_line="observing",
         )
-    writer: Child | None = None
+    procs: list[Child] = []
     backlog: list[tuple[float, int]] = []
     try:
         relay.wait_ready()
         downstream.wait_ready()
         time.sleep(0.5)  # the relay's listener connects
-        writer = Child(
-            python_module(
-                "benchmarks.e2e",
-                "writer",
-                stack.database_url,
-                str(rate),
-                str(seconds),
-                str(warmup),
-                str(commits_csv),
-            ),
-            env,
-            logdir / f"e2e-{consumer}-writer.log",
-            ready_line="writing",
-        )
-        writer.wait_ready()
+        # Several writer processes (each paced at its share of the rate, 4 connections each): one Python
+        # process cannot book much more than 2,000/s through psycopg on a busy core.
+        for n, path in enumerate(commits_csvs):
+            procs.append(
+                Child(
+                    python_module(
+                        "benchmarks.e2e",
+                        "writer",
+                        stack.database_url,
+                        str(rate / writers),
+                        str(seconds),
+                        str(warmup),
+                        str(path),
+                    ),
+                    env,
+                    logdir / f"e2e-{consumer}-writer{n}.log",
+                    ready_line="writing",
+                )
+            )
+        for writer in procs:
+            writer.wait_ready()
         start = time.monotonic()
         relay_share = 0.0
         measured_from: tuple[float, float] | None = None  # (monotonic time, relay CPU seconds)
@@ -119,7 +126,7 @@ def steady(
                 backlog.append((now - start - warmup, outbox_count(conn)))
                 if measured_from is None and now - start >= warmup:
                     measured_from = (now, proc_cpu(relay.pid))
-                if writer.proc.poll() is not None:
+                if all(w.proc.poll() is not None for w in procs):
                     if consumer == "payments":
                         row = conn.execute("SELECT count(*) FROM public.payments").fetchone()
                         if row and row[0] >= total:
@@ -132,12 +139,12 @@ def steady(
                 time.monotonic() - measured_from[0], 1e-9
             )
     finally:
-        if writer is not None:
+        for writer in procs:
             writer.stop()
         downstream.stop()
         relay.stop()
         stack.delete_queues(queues)
-    bookings = e2e.read_bookings(commits_csv, stack.database_url)
+    bookings = [b for path in commits_csvs for b in e2e.read_bookings(path, stack.database_url)]
     arrived = e2e.read_sent(sent_csv) if consumer != "payments" else e2e.read_payments(stack.database_url)
     bookings.sort(key=lambda b: b.commit)
     measured = [b for b in bookings if not b.warmup]
