@@ -17,9 +17,10 @@ from pydantic import BaseModel, ValidationError
 log = logging.getLogger("flights")
 
 MAX_BODY_BYTES = 65_536
-# Methods that change state. A browser sends a cross-site POST with a form or text/plain body without asking
-# first (no CORS preflight); requiring application/json makes every such request a 415.
-STATE_CHANGING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# Methods that send a body to change state. A browser sends a cross-site POST with a form, text/plain or
+# untyped Blob body without asking first (no CORS preflight); requiring application/json, which a browser
+# only sends cross-site after a preflight this API never grants, makes every such request a 415.
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -64,7 +65,7 @@ def is_json(content_type: str | None) -> bool:
 
 
 class JsonOnly:
-    """Pure ASGI middleware: 415 for a state-changing request whose Content-Type is not JSON (or absent)."""
+    """Pure ASGI middleware: 415 for a POST, PUT or PATCH whose Content-Type is not JSON (or is absent)."""
 
     detail = orjson.dumps({"detail": "Content-Type must be application/json"})
 
@@ -72,7 +73,7 @@ class JsonOnly:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] in STATE_CHANGING_METHODS:
+        if scope["type"] == "http" and scope["method"] in BODY_METHODS:
             content_type = next((v for k, v in scope["headers"] if k == b"content-type"), b"")
             if not is_json(content_type.decode("latin-1")):
                 await _send_json(send, 415, self.detail)
