@@ -42,7 +42,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from txoutbox import queries
-from txoutbox.config import RelaySettings, Settings
+from txoutbox.config import DEFAULT_REGION, RelaySettings, Settings
 from txoutbox.migrate import apply_migrations, resolve_components
 from txoutbox.publishers import EntryFailure, OutgoingMessage
 from txoutbox.wire import InboundEvent, parse_message
@@ -181,7 +181,7 @@ def _settings(database_url: str, relay: RelaySettings | None = None) -> Settings
         sqs_queue_url=MEMORY_QUEUE_URL,
         sqs_dlq_url=None,
         sqs_endpoint_url=None,
-        aws_region="eu-west-1",
+        aws_region=DEFAULT_REGION,
         local_stack=True,
         relay=quick,
     )
