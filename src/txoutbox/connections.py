@@ -2,13 +2,87 @@
 
 from __future__ import annotations
 
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from psycopg import errors
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool
+
+from txoutbox.errors import ConfigurationError
 
 # What a lost or unreachable database raises: callers wait and retry these (relay, consumer).
 DB_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
+# Errors of one statement that may pass if tried again (a timeout, a lock, a deadlock, a full disk being
+# cleaned up), but need not: retried a bounded number of times, then surfaced. They are OperationalErrors,
+# so catch them before DB_ERRORS. Any other psycopg.Error (DataError, ProgrammingError, ...) never heals by
+# retrying: surface it at once.
+BOUNDED_RETRY_ERRORS = (
+    errors.QueryCanceled,
+    errors.LockNotAvailable,
+    errors.DeadlockDetected,
+    errors.SerializationFailure,
+    errors.DiskFull,
+    errors.OutOfMemory,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DbTimeouts:
+    """Bounds on every connection txoutbox opens, in seconds (0: no bound): connecting, any one statement,
+    waiting for a lock. Environment: TXOUTBOX_DB_CONNECT_TIMEOUT, TXOUTBOX_DB_STATEMENT_TIMEOUT,
+    TXOUTBOX_DB_LOCK_TIMEOUT."""
+
+    connect_seconds: float = 10.0
+    statement_seconds: float = 60.0
+    lock_seconds: float = 10.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> DbTimeouts:
+        env = os.environ if env is None else env
+        d = cls()
+        return cls(
+            _seconds(env, "TXOUTBOX_DB_CONNECT_TIMEOUT", d.connect_seconds),
+            _seconds(env, "TXOUTBOX_DB_STATEMENT_TIMEOUT", d.statement_seconds),
+            _seconds(env, "TXOUTBOX_DB_LOCK_TIMEOUT", d.lock_seconds),
+        )
+
+    def apply(self, conninfo: str) -> str:
+        """`conninfo` with these bounds added (a connect_timeout or options already in it are kept)."""
+        params = conninfo_to_dict(conninfo)
+        options = str(params.get("options") or "")
+        extra: dict[str, Any] = {
+            "options": " ".join(
+                part
+                for part in (
+                    options,
+                    f"-c statement_timeout={round(self.statement_seconds * 1000)}",
+                    f"-c lock_timeout={round(self.lock_seconds * 1000)}",
+                )
+                if part
+            )
+        }
+        if "connect_timeout" not in params and self.connect_seconds:
+            extra["connect_timeout"] = max(2, math.ceil(self.connect_seconds))  # libpq: whole seconds, >= 2
+        return make_conninfo(conninfo, **extra)
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if not math.isfinite(value) or not 0 <= value <= 86_400:
+        raise ConfigurationError(f"{name} must be between 0 and 86400 seconds, got {raw!r}")
+    return value
+
 
 # TCP keepalives: a connection whose peer vanished (failover, network cut) is noticed within ~25 s.
 KEEPALIVES: dict[str, Any] = {
@@ -21,10 +95,13 @@ KEEPALIVES: dict[str, Any] = {
 LOCAL_CREDENTIALS = {"aws_access_key_id": "local", "aws_secret_access_key": "local"}
 
 
-async def open_pool(conninfo: str, *, max_size: int, name: str) -> AsyncConnectionPool[Any]:
-    """An autocommit pool, opened without waiting: a database that is down at start-up is retried later."""
+async def open_pool(
+    conninfo: str, *, max_size: int, name: str, timeouts: DbTimeouts | None = None
+) -> AsyncConnectionPool[Any]:
+    """An autocommit pool, opened without waiting: a database that is down at start-up is retried later.
+    Its connections are bounded by `timeouts` (default: DbTimeouts.from_env())."""
     pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-        conninfo,
+        (timeouts or DbTimeouts.from_env()).apply(conninfo),
         min_size=1,
         max_size=max_size,
         kwargs={"autocommit": True, **KEEPALIVES},

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import psycopg
 
 from txoutbox import queries
-from txoutbox.connections import DB_ERRORS, KEEPALIVES
+from txoutbox.connections import DB_ERRORS, KEEPALIVES, DbTimeouts
 
 log = logging.getLogger("txoutbox.relay")
 
@@ -23,7 +23,7 @@ async def listen(
     while not stopping():
         try:
             async with await psycopg.AsyncConnection.connect(
-                database_url, autocommit=True, **KEEPALIVES
+                DbTimeouts.from_env().apply(database_url), autocommit=True, **KEEPALIVES
             ) as conn:
                 await conn.execute(f"LISTEN {queries.NOTIFY_CHANNEL}")
                 wake.set()  # anything committed while we were not listening

@@ -18,17 +18,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from txoutbox import queries
 from txoutbox.config import Settings
-from txoutbox.connections import DB_ERRORS, open_pool
+from txoutbox.connections import BOUNDED_RETRY_ERRORS, DB_ERRORS, open_pool
 from txoutbox.health import read_health
 from txoutbox.publishers import OutgoingMessage
 from txoutbox.retention import RetentionReport, maintain_async
 from txoutbox.wire import encode
 
 log = logging.getLogger("txoutbox.relay")
+# Tries of an acknowledgement that fails with a statement timeout, a lock timeout or a deadlock.
+ACK_TRIES = 5
 
 # The claim's low-water mark (see queries.CLAIM). Claims scan the outbox from `low`, not from its first
 # row: rows deleted while some session holds an old snapshot (a pinned xmin horizon: a report, a forgotten
@@ -247,14 +250,18 @@ class RelayStore:
         """Write a claim's outcome in one transaction; keep trying through a database outage.
 
         If it never lands (the process dies), the leases expire and the events are published again:
-        at least once. The broker's deduplication and the consumer's inbox absorb the repeat.
+        at least once. The broker's deduplication and the consumer's inbox absorb the repeat. The same
+        happens, with one ERROR, when a statement fails in a way retrying may not heal (a timeout, a lock,
+        a deadlock: after ACK_TRIES tries) or cannot heal (bad data, a bug: at once).
         """
         statements = self._statements(outcome)
         if not statements:
             return
         delay = 0.05
         deadline = time.monotonic() + self.settings.relay.lease_seconds
+        tries = 0
         while True:
+            tries += 1
             try:
                 async with self.pool.connection() as conn:
                     if len(statements) == 1:
@@ -267,6 +274,10 @@ class RelayStore:
                                 await conn.execute(sql, params)
                 self.ok()
                 return
+            except BOUNDED_RETRY_ERRORS as exc:
+                if tries >= ACK_TRIES:
+                    self._not_acknowledged(outcome, exc, f"after {tries} tries")
+                    return
             except DB_ERRORS as exc:
                 self.failed(exc)
                 if stopping() and time.monotonic() > deadline:
@@ -275,8 +286,25 @@ class RelayStore:
                         len(outcome.published) + len(outcome.released),
                     )
                     return
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+            except psycopg.Error as exc:
+                self._not_acknowledged(outcome, exc, "and retrying cannot help")
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    def _not_acknowledged(self, outcome: Outcome, exc: psycopg.Error, why: str) -> None:
+        log.error(
+            "could not write the outcome of %d claimed events (%s, SQLSTATE %s) %s; their leases will "
+            "expire and they will be published again (deduplicated downstream)",
+            len(self._ids(outcome)),
+            type(exc).__name__,
+            exc.sqlstate,
+            why,
+        )
+
+    @staticmethod
+    def _ids(outcome: Outcome) -> list[int]:
+        return [*outcome.published, *outcome.failed_ids, *outcome.dead_ids, *outcome.released]
 
     async def release_all(self) -> None:
         """At shutdown: give back every lease of this relay and leave the registry."""
