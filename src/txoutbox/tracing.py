@@ -71,9 +71,7 @@ def _propagator() -> Any:
 def _tracer() -> Tracer:
     from opentelemetry import trace
 
-    from txoutbox import __name__ as package
-
-    return trace.get_tracer(package, schema_url="https://opentelemetry.io/schemas/1.30.0")
+    return trace.get_tracer("txoutbox")
 
 
 def _context(traced: Traced) -> Any:
