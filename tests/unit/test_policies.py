@@ -72,3 +72,15 @@ def test_batches_respect_entry_and_byte_limits() -> None:
     assert [len(b) for b in batches] == [2, 2, 1]
     assert all(sum(r.message.size for r in b) <= 262_144 for b in batches)
     assert [r.row_id for b in batches for r in b] == list(range(5))
+
+
+def test_circuit_state_changes_only_through_its_methods() -> None:
+    clock = FakeClock()
+    circuit = Circuit(base_seconds=1, cap_seconds=8, _clock=clock)
+    with pytest.raises(AttributeError):
+        circuit.state = CircuitState.OPEN  # type: ignore[misc]
+    circuit.fail("down")
+    clock.now += circuit.seconds_to_probe()
+    assert circuit.try_probe()
+    circuit.abandon_probe()  # the database failed before the probe was made: open, due again at once
+    assert circuit.state is CircuitState.OPEN and circuit.failures == 1 and circuit.try_probe()

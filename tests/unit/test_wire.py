@@ -7,7 +7,7 @@ import uuid
 
 import orjson
 import pytest
-from botocore.exceptions import ClientError, EndpointConnectionError
+from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 
 from txoutbox.errors import BrokerUnavailableError
 from txoutbox.publishers import EntryFailure, OutgoingMessage
@@ -59,6 +59,11 @@ def _client_error(code: str, status: int) -> ClientError:
         (_client_error("ThrottlingException", 400), True),
         (_client_error("InternalError", 500), True),
         (_client_error("AWS.SimpleQueueService.NonExistentQueue", 400), True),
+        (_client_error("InvalidClientTokenId", 403), True),  # bad credentials
+        (_client_error("SignatureDoesNotMatch", 403), True),  # wrong secret or region
+        (_client_error("AuthorizationHeaderMalformed", 400), True),  # wrong region in the signature
+        (_client_error("MissingAuthenticationToken", 400), True),
+        (NoCredentialsError(), True),
         (EndpointConnectionError(endpoint_url="http://x"), True),
         (TimeoutError(), True),
         (_client_error("InvalidMessageContents", 400), False),

@@ -7,9 +7,19 @@ import asyncio
 from txoutbox.errors import BrokerUnavailableError
 from txoutbox.publishers import EntryFailure
 
-# Error codes that say the broker as a whole is unavailable to us, not that an event is bad.
+# Error codes that say the broker as a whole is unavailable to us, not that an event is bad: outages and
+# throttling, and misconfiguration (credentials, region, permissions, a queue that does not exist). Each
+# opens the circuit with its reason and costs no event an attempt.
 _BROKER_WIDE_CODES = frozenset(
     {
+        "AuthorizationHeaderMalformed",
+        "IncompleteSignature",
+        "InvalidAccessKeyId",
+        "InvalidSecurity",
+        "MissingAuthenticationToken",
+        "OptInRequired",
+        "InvalidAddress",
+        "QueueNotFifo",
         "AccessDenied",
         "AccessDeniedException",
         "AuthFailure",
