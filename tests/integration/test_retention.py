@@ -19,7 +19,16 @@ import psycopg
 import pytest
 
 from devstack.sqs import ensure_queues
-from tests.helpers import apoll, outbox_count, running, running_relay, seed_events, service_env
+from tests.helpers import (
+    apoll,
+    outbox_count,
+    poll,
+    running,
+    running_relay,
+    seed_events,
+    service_env,
+    start_service,
+)
 from txoutbox import retention
 from txoutbox.config import Settings
 from txoutbox.consumer import Consumer, InboundEvent
@@ -128,6 +137,27 @@ def test_expired_days_are_dropped_whole_and_stray_rows_get_their_partition(datab
         later = retention.maintain(conn, 7, today=TODAY + dt.timedelta(8))
         assert retention.partition_name(TODAY) in later.dropped
         assert archived(database_url) == []
+
+
+def test_a_relay_process_configured_by_environment_archives_cloudevents(
+    settings: Settings, receive_all: Any
+) -> None:
+    events = seed_events(settings.database_url, {"A": 2})
+    relay = start_service(
+        settings,
+        "relay",
+        TXOUTBOX_RETENTION_DAYS="3",
+        TXOUTBOX_MESSAGE_FORMAT="cloudevents",
+        TXOUTBOX_POLL_INTERVAL="0.2",
+    )
+    try:
+        assert poll(lambda: len(archived(settings.database_url)) == 2, 30)
+    finally:
+        relay.terminate()
+        relay.wait(30)
+    assert {r[0] for r in archived(settings.database_url)} == {e.event_id for e in events}
+    bodies = [orjson.loads(m["Body"]) for m in receive_all(settings.sqs_queue_url, 2)]
+    assert [(b["specversion"], b["subject"]) for b in bodies] == [("1.0", "A"), ("1.0", "A")]
 
 
 def test_retention_command(cli: Any, settings: Settings) -> None:

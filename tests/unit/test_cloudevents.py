@@ -125,3 +125,33 @@ def test_an_event_from_another_producer_needs_no_aggregatetype() -> None:
     del event["aggregatetype"], event["subject"]
     parsed = parse_message(_sqs(orjson.dumps(event)))
     assert (parsed.aggregate_type, parsed.aggregate_id) == ("", "17")
+
+
+def test_settings_choose_the_format_source_and_retention() -> None:
+    from txoutbox.config import RelaySettings
+    from txoutbox.errors import ConfigurationError
+
+    default = RelaySettings.from_env({})
+    assert (default.message_format, default.event_source, default.retention_days) == (
+        "envelope",
+        "/txoutbox",
+        0,
+    )
+    chosen = RelaySettings.from_env(
+        {
+            "TXOUTBOX_MESSAGE_FORMAT": "CloudEvents",
+            "TXOUTBOX_EVENT_SOURCE": "/flights",
+            "TXOUTBOX_RETENTION_DAYS": "7",
+        }
+    )
+    assert (chosen.message_format, chosen.event_source, chosen.retention_days) == (
+        "cloudevents",
+        "/flights",
+        7,
+    )
+    with pytest.raises(
+        ConfigurationError, match="TXOUTBOX_MESSAGE_FORMAT must be one of envelope, cloudevents"
+    ):
+        RelaySettings.from_env({"TXOUTBOX_MESSAGE_FORMAT": "xml"})
+    with pytest.raises(ConfigurationError, match="TXOUTBOX_RETENTION_DAYS must be a whole number from 0"):
+        RelaySettings.from_env({"TXOUTBOX_RETENTION_DAYS": "-1"})
