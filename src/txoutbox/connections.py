@@ -96,12 +96,27 @@ LOCAL_CREDENTIALS = {"aws_access_key_id": "local", "aws_secret_access_key": "loc
 
 
 async def open_pool(
-    conninfo: str, *, max_size: int, name: str, timeouts: DbTimeouts | None = None
+    conninfo: str,
+    *,
+    max_size: int,
+    name: str,
+    timeouts: DbTimeouts | None = None,
+    custom_plans: bool = False,
 ) -> AsyncConnectionPool[Any]:
     """An autocommit pool, opened without waiting: a database that is down at start-up is retried later.
-    Its connections are bounded by `timeouts` (default: DbTimeouts.from_env())."""
+    Its connections are bounded by `timeouts` (default: DbTimeouts.from_env()).
+
+    `custom_plans`: PostgreSQL plans every execution of a prepared statement anew, for the table sizes
+    of the moment. psycopg prepares a statement on its fifth run, and PostgreSQL may then keep a generic
+    plan made from the statistics of that moment: for the relay's claim, made on an empty outbox, that is
+    sequential scans inside the per-row order checks, a claim as slow as backlog x claim size once events
+    pile up (issue 8, hole 8: a steady load stalled in steps of seconds until autovacuum re-analysed)."""
+    conninfo = (timeouts or DbTimeouts.from_env()).apply(conninfo)
+    if custom_plans:
+        options = str(conninfo_to_dict(conninfo).get("options") or "")
+        conninfo = make_conninfo(conninfo, options=f"{options} -c plan_cache_mode=force_custom_plan".strip())
     pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-        (timeouts or DbTimeouts.from_env()).apply(conninfo),
+        conninfo,
         min_size=1,
         max_size=max_size,
         kwargs={"autocommit": True, **KEEPALIVES},

@@ -85,7 +85,10 @@ class RelayStore:
 
     async def open(self) -> None:
         self._pool = await open_pool(
-            self.settings.database_url, max_size=self.settings.relay.workers + 3, name="txoutbox-relay"
+            self.settings.database_url,
+            max_size=self.settings.relay.workers + 3,
+            name="txoutbox-relay",
+            custom_plans=True,  # the claim's plan must fit the backlog it meets (see open_pool)
         )
 
     async def close(self) -> None:
