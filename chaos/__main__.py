@@ -26,6 +26,7 @@ from chaos.faults import Injector, schedule
 from chaos.ledger import judge, settled
 from chaos.stack import ROOT, Child, Stack, python_module, txoutbox, wait_for
 
+WARM_UP_SECONDS = 2.0
 BOOKING = {
     "departureAirport": "Paris",
     "arrivalAirport": "London",
@@ -51,6 +52,7 @@ class Profile:
         # A 1,000-event aggregate drains one message at a time (one in flight per FIFO group): 20-60 s.
         self.burst_every = 1_000.0 if short else 40.0  # short: one burst per writer, 3 s in
         self.burst_events = 100 if short else 1_000
+        self.no_burst_tail = 0.0 if short else 60.0  # see chaos.writer
         self.booking_rate = 8.0 if short else 20.0  # per load thread, two threads
 
 
@@ -140,6 +142,7 @@ def run(profile: Profile, seed: int, output: Path) -> int:
             CHAOS_WRITER_TPS=str(profile.writer_tps),
             CHAOS_BURST_EVERY=str(profile.burst_every),
             CHAOS_BURST_EVENTS=str(profile.burst_events),
+            CHAOS_BURST_FOR=str(WARM_UP_SECONDS + profile.seconds - profile.no_burst_tail),
         )
         for n in range(2)
     ]
@@ -161,7 +164,7 @@ def run(profile: Profile, seed: int, output: Path) -> int:
         for w in writers:
             w.start()
         load.start()
-        time.sleep(2.0)  # load running before the first fault (a warm-up, not a wait for a result)
+        time.sleep(WARM_UP_SECONDS)  # load running before the first fault (not a wait for a result)
 
         plan = schedule(seed, profile.seconds, profile.mean_gap)
         injector = Injector(stack, relays, consumers, api, relay)

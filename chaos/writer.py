@@ -1,12 +1,14 @@
 """A library writer process for the fault ledger: `python -m chaos.writer` (DATABASE_URL, CHAOS_WRITER_ID,
-CHAOS_SEED, CHAOS_WRITER_TPS, CHAOS_BURST_EVERY, CHAOS_BURST_EVENTS). SIGTERM stops it.
+CHAOS_SEED, CHAOS_WRITER_TPS, CHAOS_BURST_EVERY, CHAOS_BURST_EVENTS, CHAOS_BURST_FOR). SIGTERM stops it.
 
 Each transaction writes events through `txoutbox.add_events` and, in the same transaction, one
 `chaos.expected` row per event: what the ledger must find handled (an oversized payload: dead-lettered).
 Aggregates get several events per transaction and more in later transactions. Every CHAOS_BURST_EVERY
 seconds (the first 3 s in) a transaction is a burst of CHAOS_BURST_EVENTS (1,000) events of one aggregate;
 every 25th writes payloads near SQS's 256 KiB limit; every 60th one over it, as a single-event aggregate
-(a dead letter holds back the later events of its aggregate, by design).
+(a dead letter holds back the later events of its aggregate, by design). No burst after CHAOS_BURST_FOR
+seconds from the start: one aggregate drains one message at a time (one in flight per FIFO group), so a
+burst written in the last minute of faults could not be through 60 s after them even without a fault.
 After any database error the writer reconnects and starts new aggregates (a lost COMMIT answer leaves it
 unsure which sequence numbers were stored; the database, not the writer, is the ledger's truth).
 """
@@ -35,7 +37,14 @@ SELECT * FROM unnest(CAST(%(ids)s AS uuid[]), CAST(%(types)s AS text[]), CAST(%(
 
 class Writer:
     def __init__(
-        self, database_url: str, writer_id: int, seed: int, tps: float, burst_every: float, burst_events: int
+        self,
+        database_url: str,
+        writer_id: int,
+        seed: int,
+        tps: float,
+        burst_every: float,
+        burst_events: int,
+        burst_for: float,
     ) -> None:
         self.database_url = database_url
         self.writer_id = writer_id
@@ -47,6 +56,7 @@ class Writer:
         self.stopping = False
         self.burst_every = burst_every
         self.burst_events = burst_events
+        self.burst_until = time.monotonic() + burst_for
         self.next_burst = time.monotonic() + 3.0
 
     def _aggregate(self) -> str:
@@ -58,7 +68,7 @@ class Writer:
         n = self.transactions
         if n % 60 == 59:
             return "Big", self._aggregate(), 1, OVER_LIMIT_BYTES, True
-        if time.monotonic() >= self.next_burst:
+        if self.next_burst <= time.monotonic() < self.burst_until:
             self.next_burst += self.burst_every
             return "Burst", self._aggregate(), self.burst_events, 64, False
         if n % 25 == 24:
@@ -128,6 +138,7 @@ def main() -> None:
         float(os.environ.get("CHAOS_WRITER_TPS", "10")),
         float(os.environ.get("CHAOS_BURST_EVERY", "30")),
         int(os.environ.get("CHAOS_BURST_EVENTS", "1000")),
+        float(os.environ.get("CHAOS_BURST_FOR", "inf")),
     )
 
     def stop(signum: int, frame: Any) -> None:
