@@ -49,6 +49,7 @@ def test_huge_payloads_are_dead_lettered_and_the_relay_stays_small(
     finally:
         relay.send_signal(signal.SIGTERM)
         relay.wait(30)
+    print(f"relay peak RSS {peak:.0f} MiB for {EVENTS} events of {PAYLOAD_BYTES} bytes")
     assert peak < 150, f"relay peak RSS {peak:.0f} MiB"
     reasons = _dead_letters(settings.database_url)
     assert all(r.startswith("MessageTooLong: message is over") for r in reasons), reasons[:3]
