@@ -8,6 +8,7 @@ import psycopg
 from psycopg.rows import dict_row, tuple_row
 
 from txoutbox import queries
+from txoutbox.connections import DbTimeouts
 from txoutbox.errors import NotFoundError
 
 Row = dict[str, Any]
@@ -15,7 +16,8 @@ Row = dict[str, Any]
 
 def connect(database_url: str) -> psycopg.Connection[Row]:
     """An autocommit connection for operator commands, rows as dicts."""
-    return psycopg.connect(database_url, autocommit=True, row_factory=dict_row, connect_timeout=5)
+    conninfo = DbTimeouts(connect_seconds=5).apply(database_url)  # statement and lock timeouts too
+    return psycopg.connect(conninfo, autocommit=True, row_factory=dict_row)
 
 
 def outbox_count(conn: psycopg.Connection[Any]) -> int:

@@ -19,6 +19,8 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
+import psycopg
+
 from txoutbox.connections import DB_ERRORS
 from txoutbox.errors import ConfigurationError
 from txoutbox.relay.store import RelayStore
@@ -82,6 +84,7 @@ class Alerts:
             return
         url = self.webhook_url
         delay = self.retry_base_seconds
+        reported: str | None = None
         while not stopping():
             self._pending.clear()
             wait = every_seconds
@@ -104,6 +107,10 @@ class Alerts:
                     wait, delay = delay, min(delay * 2, self.retry_cap_seconds)
             except DB_ERRORS as exc:
                 self.store.failed(exc)
+            except psycopg.Error as exc:  # not a lost database: say it once, try again at the next look
+                if exc.sqlstate != reported:
+                    reported = exc.sqlstate
+                    log.error("alert delivery failed (%s, SQLSTATE %s)", type(exc).__name__, exc.sqlstate)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._pending.wait(), wait)
 

@@ -20,6 +20,7 @@ async def listen(
 ) -> None:
     """Set `wake` on every notification (and on every (re)connection) until `stopping()`."""
     delay = 0.1
+    reported: str | None = None
     while not stopping():
         try:
             async with await psycopg.AsyncConnection.connect(
@@ -34,5 +35,13 @@ async def listen(
                     await conn.execute("SELECT 1")  # a dead connection shows itself here
         except DB_ERRORS as exc:
             log.debug("listener connection lost (%s); reconnecting in %.1f s", exc, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+        except psycopg.Error as exc:  # not a lost connection (LISTEN refused, ...): say it once
+            if exc.sqlstate != reported:
+                reported = exc.sqlstate
+                log.error(
+                    "relay listener failed (%s, SQLSTATE %s); polling meanwhile",
+                    type(exc).__name__,
+                    exc.sqlstate,
+                )
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 5.0)
