@@ -117,7 +117,14 @@ async def test_claims_skip_the_deleted_prefix_under_a_pinned_horizon(database_ur
             await store.close()
         with psycopg.connect(database_url, autocommit=True) as conn:
             counter = conn.execute("SELECT last_value FROM txoutbox.outbox_reinserts").fetchone()
-            claim = {"limit": 500, "lease_seconds": 30, "reinserts": counter[0] if counter else None}
+            rs = RelaySettings()
+            claim = {
+                "limit": 500,
+                "lease_seconds": 30,
+                "reinserts": counter[0] if counter else None,
+                "max_claim_bytes": rs.max_claim_bytes,
+                "max_payload_bytes": rs.max_message_bytes,
+            }
             explain = conn.execute(
                 "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + queries.CLAIM,
                 {**claim, "relay_id": "probe", "low": mark},
