@@ -38,10 +38,13 @@ def process_alive(pid: int) -> bool:
 
 
 def postmaster_pid(data_dir: Path) -> int | None:
-    """The pid written in `data_dir/postmaster.pid`, if that process is alive."""
+    """The pid written in `data_dir/postmaster.pid`, if that process is alive and serves `data_dir`."""
     with contextlib.suppress(OSError, ValueError, IndexError):
         pid = int((data_dir / "postmaster.pid").read_text().splitlines()[0])
-        if process_alive(pid):
+        # a stale file's pid may belong to another process by now: only a postgres of this folder counts
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes() if Path("/proc").is_dir() else b""
+        ours = {str(data_dir).encode(), str(data_dir.resolve()).encode()}
+        if process_alive(pid) and (not cmdline or any(path in cmdline for path in ours)):
             return pid
     return None
 
