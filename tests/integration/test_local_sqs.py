@@ -70,6 +70,9 @@ def test_messages_queues_order_and_dedup_survive_a_restart(persistent: FauxqsPro
     sqs.send_message(
         QueueUrl=queues.dlq_url, MessageBody='{"dead": 1}', MessageGroupId="x", MessageDeduplicationId="x1"
     )
+    # some received, not deleted: in flight (as with a consumer that crashes) at the restart
+    in_flight = sqs.receive_message(QueueUrl=queues.queue_url, MaxNumberOfMessages=10, VisibilityTimeout=2)
+    assert in_flight["Messages"]
 
     again = _restart(persistent, kill)
     try:
