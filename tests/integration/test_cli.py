@@ -143,6 +143,19 @@ def _txoutbox(settings: Settings, *args: str, **env: str) -> subprocess.Complete
 BAD_URL = "postgresql://u:pa%zz@127.0.0.1/db"  # "%zz" is not a percent-escape: libpq cannot parse it
 
 
+def _txoutbox_unconfigured(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """The command with no local stack and nothing listening: for errors found before any connection."""
+    base = {
+        k: v for k, v in os.environ.items() if not k.startswith(("SQS_", "PG", "DATABASE_URL", "TXOUTBOX_"))
+    }
+    base.update(
+        TXOUTBOX_HOME=str(Path(sys.prefix) / "no-stack"),
+        DATABASE_URL="postgresql://nobody@127.0.0.1:1/x",
+        SQS_QUEUE_URL="http://127.0.0.1:1/000000000000/q.fifo",
+    )
+    return subprocess.run([TXOUTBOX, *args], capture_output=True, text=True, timeout=60, env={**base, **env})
+
+
 @pytest.mark.parametrize(
     "command",
     [
@@ -158,10 +171,8 @@ BAD_URL = "postgresql://u:pa%zz@127.0.0.1/db"  # "%zz" is not a percent-escape: 
         ["api", "--port", "1"],
     ],
 )
-def test_malformed_database_url_is_one_sentence_without_the_password(
-    settings: Settings, command: list[str]
-) -> None:
-    result = _txoutbox(settings, *command, DATABASE_URL=BAD_URL)
+def test_malformed_database_url_is_one_sentence_without_the_password(command: list[str]) -> None:
+    result = _txoutbox_unconfigured(*command, DATABASE_URL=BAD_URL)
     assert result.returncode == 1, result.stdout + result.stderr
     assert result.stderr.splitlines() == [
         'error: DATABASE_URL is not a valid PostgreSQL connection string (invalid percent-encoded token: "…")'
@@ -173,8 +184,8 @@ def test_malformed_database_url_is_one_sentence_without_the_password(
     ("name", "value"),
     [("TXOUTBOX_LEASE_SECONDS", "0"), ("TXOUTBOX_POLL_INTERVAL", "nan"), ("TXOUTBOX_BATCH_SIZE", "-1")],
 )
-def test_bad_setting_stops_the_relay_in_one_sentence(settings: Settings, name: str, value: str) -> None:
-    result = _txoutbox(settings, "relay", **{name: value})
+def test_bad_setting_stops_the_relay_in_one_sentence(name: str, value: str) -> None:
+    result = _txoutbox_unconfigured("relay", **{name: value})
     assert result.returncode == 1
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {name} must be a"), result.stderr
@@ -244,12 +255,16 @@ def test_migrate_gives_up_on_a_held_lock_in_one_sentence(settings: Settings) -> 
     ]
 
 
-@pytest.mark.parametrize("service", [["relay"], ["payments"], ["api", "--port", "1"]])
 @pytest.mark.parametrize(
-    ("change", "reason"),
+    ("service", "change", "reason"),
     [
-        ({"user": "no_such_role"}, 'role "no_such_role" does not exist'),  # the test server trusts passwords
-        ({"dbname": "no_such_db"}, 'database "no_such_db" does not exist'),
+        (
+            ["relay"],
+            {"user": "no_such_role"},
+            'role "no_such_role" does not exist',
+        ),  # the server trusts passwords
+        (["payments"], {"dbname": "no_such_db"}, 'database "no_such_db" does not exist'),
+        (["api", "--port", "1"], {"user": "no_such_role"}, 'role "no_such_role" does not exist'),
     ],
 )
 def test_service_refused_by_the_database_stops_in_one_sentence(
