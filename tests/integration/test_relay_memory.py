@@ -35,9 +35,9 @@ def test_huge_payloads_are_dead_lettered_and_the_relay_stays_small(
     with psycopg.connect(settings.database_url) as conn:
         conn.execute(
             "INSERT INTO txoutbox.outbox (event_id, aggregate_type, aggregate_id, event_type, payload) "
-            "SELECT gen_random_uuid(), 'Big', 'B' || n, 'Huge', "
-            "       jsonb_build_object('n', n, 'pad', repeat('x', %(bytes)s)) "
-            "FROM generate_series(1, %(events)s) AS n",
+            "WITH p AS MATERIALIZED (SELECT jsonb_build_object('pad', repeat('x', %(bytes)s)) AS payload) "
+            "SELECT gen_random_uuid(), 'Big', 'B' || n, 'Huge', p.payload "
+            "FROM generate_series(1, %(events)s) AS n, p",
             {"bytes": PAYLOAD_BYTES, "events": EVENTS},
         )
     relay = start_service(settings, "relay", log_path=tmp_path / "relay.log")
