@@ -64,6 +64,20 @@ def _client_error(code: str, status: int) -> ClientError:
         (_client_error("AuthorizationHeaderMalformed", 400), True),  # wrong region in the signature
         (_client_error("MissingAuthenticationToken", 400), True),
         (NoCredentialsError(), True),
+        (  # group ids sent to a standard queue
+            ClientError(
+                {
+                    "Error": {
+                        "Code": "InvalidParameterValue",
+                        "Message": "The request include parameter that is not valid for this queue type",
+                    },
+                    "ResponseMetadata": {"HTTPStatusCode": 400},
+                },
+                "SendMessageBatch",
+            ),
+            True,
+        ),
+        (_client_error("InvalidParameterValue", 400), False),
         (EndpointConnectionError(endpoint_url="http://x"), True),
         (TimeoutError(), True),
         (_client_error("InvalidMessageContents", 400), False),

@@ -11,7 +11,7 @@ from typing import Any
 from txoutbox.errors import BrokerUnavailableError
 from txoutbox.publishers import EntryFailure, OutgoingMessage
 from txoutbox.publishers.sqs_client import memoize_user_agent
-from txoutbox.publishers.sqs_errors import classify
+from txoutbox.publishers.sqs_errors import classify, queue_wide
 from txoutbox.tracing import SendSpans
 
 # SQS accepts only these characters in a message body (and attribute values).
@@ -172,7 +172,12 @@ class SqsPublisher:
             return [EntryFailure(indexes[0], failure.code, failure.message, failure.permanent)]
         for entry in response.get("Successful", []):
             sent[int(entry["Id"])] = entry.get("MessageId", "")
-        return parse_batch_failures(response)
+        failures = parse_batch_failures(response)
+        for f in failures:
+            misconfigured = queue_wide(f.code, f.message)
+            if misconfigured is not None:
+                raise misconfigured
+        return failures
 
     async def close(self) -> None:
         if self._exit_stack is not None:

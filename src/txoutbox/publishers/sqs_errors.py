@@ -51,6 +51,14 @@ _CONTENT_CODES = frozenset(
 )
 
 
+def queue_wide(code: str, message: str) -> BrokerUnavailableError | None:
+    """A refusal that names the queue, not the entry: SQS answers `InvalidParameterValue` ("... not valid
+    for this queue type") when group and deduplication ids go to a standard queue."""
+    if code == "InvalidParameterValue" and "queue type" in message:
+        return BrokerUnavailableError("QueueNotFifo", message)
+    return None
+
+
 def classify(exc: BaseException) -> BrokerUnavailableError | EntryFailure:
     """Translate an exception of an SQS call: broker-wide, or about the request's content."""
     from botocore.exceptions import BotoCoreError, ClientError
@@ -63,6 +71,9 @@ def classify(exc: BaseException) -> BrokerUnavailableError | EntryFailure:
         short = code.rsplit("#", 1)[-1]
         if short in _BROKER_WIDE_CODES or status >= 500 or status in (401, 403, 429):
             return BrokerUnavailableError(short, message)
+        misconfigured = queue_wide(short, message)
+        if misconfigured is not None:
+            return misconfigured
         if short in _CONTENT_CODES:
             return EntryFailure(0, short, message, permanent=short != "BatchRequestTooLong")
         return EntryFailure(0, short, message, permanent=False)
