@@ -140,6 +140,7 @@ class RelaySettings:
     probe_base_seconds: float = 1.0  # circuit breaker: first probe after this
     probe_cap_seconds: float = 10.0
     max_message_bytes: int = 262_144  # SQS message size limit configured on the queue
+    max_claim_bytes: int = 4 * 1_048_576  # payload bytes one claim holds at most (at least one event)
     heartbeat_seconds: float = 5.0
     shutdown_timeout: float = 20.0
     metrics_port: int | None = None
@@ -166,6 +167,7 @@ class RelaySettings:
             probe_base_seconds=_float(env, "TXOUTBOX_PROBE_BASE_SECONDS", d.probe_base_seconds, 3_600),
             probe_cap_seconds=_float(env, "TXOUTBOX_PROBE_CAP_SECONDS", d.probe_cap_seconds, 3_600),
             max_message_bytes=_int(env, "TXOUTBOX_MAX_MESSAGE_BYTES", d.max_message_bytes, 1_024, 1_048_576),
+            max_claim_bytes=_int(env, "TXOUTBOX_MAX_CLAIM_BYTES", d.max_claim_bytes, 1_024, 1 << 30),
             heartbeat_seconds=_float(env, "TXOUTBOX_HEARTBEAT_SECONDS", d.heartbeat_seconds, 3_600),
             shutdown_timeout=_float(env, "TXOUTBOX_SHUTDOWN_TIMEOUT", d.shutdown_timeout, 3_600),
             metrics_port=_int(env, "TXOUTBOX_METRICS_PORT", 0, 0, 65_535) if metrics else None,
