@@ -2,9 +2,10 @@
 
 `docs/configuration.md` holds the marker `<!-- config-reference -->`; this hook replaces it with tables built
 from `txoutbox.config` (every `RelaySettings` field declares its environment variable, default, accepted range
-and doc; `LOCATION_SETTINGS` the database and queue addresses) and from `OTHER_VARIABLES` below, the variables
-read outside `txoutbox.config`. `tests/unit/test_docs.py` checks that the tables name every environment
-variable the code reads, and nothing the code no longer reads.
+and doc; `LOCATION_SETTINGS` the database and queue addresses), from the database timeouts of
+`txoutbox.connections`, and from `OTHER_VARIABLES` below, the variables read elsewhere.
+`tests/unit/test_docs.py` checks that the tables name every environment variable the code reads, and nothing
+the code no longer reads.
 """
 
 from __future__ import annotations
@@ -41,6 +42,35 @@ OTHER_VARIABLES: tuple[tuple[str, str, str, str], ...] = (
     ("TXOUTBOX_NODE_MODULES", "devstack", "where to look for `node_modules` (fauxqs)", "the project's"),
     ("XDG_RUNTIME_DIR", "devstack", "where the local PostgreSQL keeps its lock file", "`/tmp`"),
 )
+
+
+def _other_variables() -> tuple[tuple[str, str, str, str], ...]:
+    """OTHER_VARIABLES and the database timeouts of `txoutbox.connections` (defaults from its dataclass)."""
+    from txoutbox.connections import DbTimeouts
+
+    d = DbTimeouts()
+    bound = "; 0: no bound"
+    return (
+        *OTHER_VARIABLES,
+        (
+            "TXOUTBOX_DB_CONNECT_TIMEOUT",
+            "txoutbox.connections",
+            "seconds to wait for a connection" + bound,
+            f"{d.connect_seconds:g}",
+        ),
+        (
+            "TXOUTBOX_DB_STATEMENT_TIMEOUT",
+            "txoutbox.connections",
+            "seconds any one statement may run on txoutbox's connections" + bound,
+            f"{d.statement_seconds:g}",
+        ),
+        (
+            "TXOUTBOX_DB_LOCK_TIMEOUT",
+            "txoutbox.connections",
+            "seconds a statement may wait for a lock" + bound,
+            f"{d.lock_seconds:g}",
+        ),
+    )
 
 
 def _cell(text: str) -> str:
@@ -87,7 +117,7 @@ def reference_markdown() -> str:
         "| Variable | Read by | Meaning | Default |",
         "|---|---|---|---|",
     ]
-    for name, reader, meaning, default in OTHER_VARIABLES:
+    for name, reader, meaning, default in _other_variables():
         lines.append(f"| `{name}` | {reader} | {_cell(meaning)} | {_cell(default)} |")
     return "\n".join(lines) + "\n"
 
@@ -99,7 +129,7 @@ def documented_names() -> set[str]:
     return (
         {s.name for s in LOCATION_SETTINGS}
         | {f.metadata["env"].name for f in fields(RelaySettings)}
-        | {name for name, *_ in OTHER_VARIABLES}
+        | {name for name, *_ in _other_variables()}
     )
 
 
