@@ -56,8 +56,8 @@ class Plan:
     pgbench_seconds: int = 5
     api_seconds: int = 8
     relay_events: int = 50_000
-    sqs_events: int = 30_000
-    payments_events: int = 20_000
+    sqs_events: int = 20_000
+    payments_events: int = 10_000
     pinned_events: int = 300_000
     pinned_tail: int = 100_000
     steady_seconds: int = 60
@@ -373,7 +373,9 @@ class Suite:
         rate = max(10, int(self.results["db_write_limit_tps"] / 2 / 10) * 10)
         passes = []
         for n in range(self.plan.runs):
-            r = steady(self.stack, self.logdir, consumer="sqs", rate=rate, seconds=self.plan.steady_seconds)
+            r = steady(
+                self.stack, self.logdir, consumer="sqs", rate=rate, seconds=self.plan.steady_seconds, run=n
+            )
             passes.append(r)
             progress(
                 f"steady run {n + 1}: {r.bookings:,} bookings at {r.achieved_rate:,.0f}/s "

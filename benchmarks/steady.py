@@ -61,14 +61,15 @@ def steady(
     seconds: int = 30,
     warmup: int = WARMUP_SECONDS,
     writers: int = 2,
+    run: int = 0,
 ) -> SteadyResult:
     stack.truncate()
     queues = stack.new_queues(f"e2e-{consumer}")
     env = stack.env(queues)
     total = rate * (seconds + warmup)
-    commits_csvs = [logdir / f"e2e-{consumer}-commits-{n}.csv" for n in range(writers)]
-    sent_csv = logdir / f"e2e-{consumer}-sent.csv"
-    relay = Child(txoutbox("relay"), env, logdir / f"e2e-{consumer}-relay.log", ready_line="started:")
+    commits_csvs = [logdir / f"e2e-{consumer}-{run}-commits-{n}.csv" for n in range(writers)]
+    sent_csv = logdir / f"e2e-{consumer}-{run}-sent.csv"
+    relay = Child(txoutbox("relay"), env, logdir / f"e2e-{consumer}-{run}-relay.log", ready_line="started:")
     if consumer == "payments":
         # The payment service logs one line per event (the seed's behaviour): to a file, as in production.
         downstream = Child(
