@@ -5,6 +5,13 @@ the ids not seen before; after the commit the messages are deleted. A crash befo
 deliver again; the inbox then recognises the ids, so the handler never runs twice for one event.
 A message that cannot be parsed (or whose handling fails) is not deleted: SQS redelivers it, and after the
 queue's maxReceiveCount moves it to the dead-letter queue.
+
+In a FIFO queue a received message locks its group: nothing later of the group is handed out until it is
+deleted or its visibility timeout ends. So a consumer that dies holding a batch, or a delete that fails,
+stalls whole groups for that timeout. Messages are therefore received with a short visibility
+(`visibility_seconds`, at most the queue's own), extended while their batch is in hand, so a slow handler
+keeps them and a dead consumer gives them up quickly; and a failed delete is retried until it lands or the
+messages are visible again anyway (then they come back and the inbox recognises them).
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -34,6 +41,11 @@ __all__ = ["Consumer", "Handler", "InboundEvent", "MalformedMessageError"]
 
 log = logging.getLogger("txoutbox.consumer")
 
+# How long a received message stays ours without a heartbeat (see the module docstring): what a consumer
+# that dies holding a batch costs the message groups in it.
+DEFAULT_VISIBILITY_SECONDS = 5
+DELETE_RETRY_CAP_SECONDS = 1.0
+
 
 Handler = Callable[[psycopg.AsyncConnection[Any], Sequence[InboundEvent]], Awaitable[None]]
 
@@ -52,6 +64,7 @@ class Consumer:
         max_receive_count: int = 10,
         reprocess_replayed: bool = False,
         inbox_retention_days: float = DEFAULT_RETENTION_DAYS,
+        visibility_seconds: int = DEFAULT_VISIBILITY_SECONDS,
     ) -> None:
         if not settings.sqs_queue_url:
             raise TxOutboxError("the consumer needs SQS_QUEUE_URL")
@@ -62,6 +75,7 @@ class Consumer:
         self.wait_seconds = wait_seconds
         self.max_receive_count = max_receive_count
         self.inbox_retention_days = inbox_retention_days  # see txoutbox.inbox_pruner
+        self.visibility_seconds = visibility_seconds  # lowered to the queue's own timeout at start
         # A replayed event (`txoutbox replay`) already in the inbox is a duplicate like any other, unless
         # this is set: then the handler runs again for it.
         self.reprocess_replayed = reprocess_replayed
@@ -90,6 +104,7 @@ class Consumer:
         async with AsyncExitStack() as stack:
             self._client = await stack.enter_async_context(client)
             memoize_user_agent(self._client)
+            await self._read_queue_visibility()
             log.info(
                 "%s consumer started: %d receivers on %s",
                 self.name,
@@ -112,6 +127,18 @@ class Consumer:
             self.duplicates,
         )
 
+    async def _read_queue_visibility(self) -> None:
+        """Never hold a message longer than the queue itself would (if it cannot be read now: as set)."""
+        try:
+            response = await self._client.get_queue_attributes(
+                QueueUrl=self.settings.sqs_queue_url, AttributeNames=["VisibilityTimeout"]
+            )
+            queue_seconds = int(response["Attributes"]["VisibilityTimeout"])
+        except Exception as exc:
+            log.warning("could not read the queue's visibility timeout (%s)", classify(exc))
+            return
+        self.visibility_seconds = max(1, min(self.visibility_seconds, queue_seconds))
+
     async def _receive(self) -> list[dict[str, Any]] | None:
         """One long poll; None when told to stop while waiting (the poll is abandoned)."""
         receive = asyncio.ensure_future(
@@ -119,6 +146,7 @@ class Consumer:
                 QueueUrl=self.settings.sqs_queue_url,
                 MaxNumberOfMessages=10,
                 WaitTimeSeconds=self.wait_seconds,
+                VisibilityTimeout=self.visibility_seconds,
                 AttributeNames=["ApproximateReceiveCount", "MessageGroupId"],
                 MessageAttributeNames=["All"],
             )
@@ -137,6 +165,7 @@ class Consumer:
     async def _loop(self) -> None:
         delay = 0.5
         while not self._stop.is_set():
+            in_hand = _InHand(time.monotonic() + self.visibility_seconds)  # from before the request
             try:
                 messages = await self._receive()
             except Exception as exc:  # translated in one place: sqs_errors.classify
@@ -154,13 +183,48 @@ class Consumer:
                 self._broker_down_since = None
             delay = 0.5
             if messages:
-                await self._handle(messages)
+                async with self._kept_visible(messages, in_hand):
+                    await self._handle(messages, in_hand)
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop.wait(), seconds)
 
-    async def _handle(self, messages: list[dict[str, Any]]) -> None:
+    @contextlib.asynccontextmanager
+    async def _kept_visible(self, messages: list[dict[str, Any]], held: _InHand) -> AsyncIterator[None]:
+        """Extend the batch's visibility every third of it while the block runs."""
+        task = asyncio.create_task(self._extend_visibility(messages, held))
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _extend_visibility(self, messages: list[dict[str, Any]], held: _InHand) -> None:
+        while True:
+            await asyncio.sleep(self.visibility_seconds / 3)
+            started = time.monotonic()
+            try:
+                await self._client.change_message_visibility_batch(
+                    QueueUrl=self.settings.sqs_queue_url,
+                    Entries=[
+                        {
+                            "Id": str(i),
+                            "ReceiptHandle": m["ReceiptHandle"],
+                            "VisibilityTimeout": self.visibility_seconds,
+                        }
+                        for i, m in enumerate(messages)
+                    ],
+                )
+            except Exception as exc:  # they may be redelivered: the inbox recognises what was handled
+                log.warning(
+                    "could not extend the visibility of %d messages (%s)", len(messages), classify(exc)
+                )
+                continue
+            held.visible_at = started + self.visibility_seconds
+
+    async def _handle(self, messages: list[dict[str, Any]], in_hand: _InHand) -> None:
         events: list[InboundEvent] = []
         held: set[str] = set()  # groups with an earlier message left on the queue: their later ones wait too
         for message in messages:
@@ -179,8 +243,8 @@ class Consumer:
                 done = await self._process_batch(events)
                 break
             except DB_ERRORS as exc:
-                # Nothing was committed, nothing deleted: wait for the database, the messages are still ours
-                # until their visibility timeout; after that SQS hands them out again anyway.
+                # Nothing was committed, nothing deleted: wait for the database; the messages stay ours (their
+                # visibility is extended meanwhile, see _kept_visible).
                 if self._db_down_since is None:
                     self._db_down_since = time.monotonic()
                     log.error(
@@ -193,7 +257,7 @@ class Consumer:
             log.info("database reachable again after %.1f s", time.monotonic() - self._db_down_since)
             self._db_down_since = None
         if done:
-            task = asyncio.create_task(self._delete(done))
+            task = asyncio.create_task(self._delete(done, in_hand))
             self._deletes.add(task)
             task.add_done_callback(self._deletes.discard)
 
@@ -297,21 +361,39 @@ class Consumer:
                 event.receive_count,
             )
 
-    async def _delete(self, events: list[InboundEvent]) -> None:
-        try:
-            response = await self._client.delete_message_batch(
-                QueueUrl=self.settings.sqs_queue_url,
-                Entries=[{"Id": str(i), "ReceiptHandle": e.receipt_handle} for i, e in enumerate(events)],
-            )
+    async def _delete(self, events: list[InboundEvent], held: _InHand) -> None:
+        """Delete the handled messages; a failed call is retried while they are still ours: until deleted,
+        each locks its FIFO group (see the module docstring)."""
+        delay = 0.1
+        while True:
+            try:
+                response = await self._client.delete_message_batch(
+                    QueueUrl=self.settings.sqs_queue_url,
+                    Entries=[{"Id": str(i), "ReceiptHandle": e.receipt_handle} for i, e in enumerate(events)],
+                )
+            except Exception as exc:
+                if self._stop.is_set() or time.monotonic() + delay >= held.visible_at:
+                    log.warning(
+                        "could not delete %d processed messages (%s); "
+                        "they will be redelivered and recognised",
+                        len(events),
+                        classify(exc),
+                    )
+                    return
+                await self._pause(delay)
+                delay = min(delay * 2, DELETE_RETRY_CAP_SECONDS)
+                continue
             for failure in response.get("Failed", []):
                 log.warning(
                     "could not delete message of event %s (%s); it will be redelivered and recognised",
                     events[int(failure["Id"])].event_id,
                     failure.get("Message"),
                 )
-        except Exception as exc:
-            log.warning(
-                "could not delete %d processed messages (%s); they will be redelivered and recognised",
-                len(events),
-                classify(exc),
-            )
+            return
+
+
+class _InHand:
+    """When a received batch becomes visible to other consumers again (monotonic clock)."""
+
+    def __init__(self, visible_at: float) -> None:
+        self.visible_at = visible_at
