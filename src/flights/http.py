@@ -1,5 +1,6 @@
 """HTTP plumbing of the booking service, apart from its routes: JSON responses, the request-body limit
-(413), the JSON-only rule for state-changing requests (415), and how errors are shaped (422, 503, 500)."""
+(413), the JSON-only rule for state-changing requests (415), and how errors are shaped (422, 503, 500; a
+client gone mid-request is an info line, not an error)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
+from starlette.requests import ClientDisconnect
 
 log = logging.getLogger("flights")
 
@@ -169,6 +171,13 @@ def install(app: FastAPI) -> None:
     async def database_unavailable(request: Request, exc: Exception) -> Response:
         log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
         return json_response({"detail": "database unavailable"}, 503)
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_disconnected(request: Request, exc: Exception) -> Response:
+        # The client left while its body was being read: nothing failed here and nobody reads an answer.
+        # 499 is nginx's "client closed request", for whatever logs the response.
+        log.info("client disconnected during %s %s", request.method, request.url.path)
+        return Response(status_code=499)
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> Response:

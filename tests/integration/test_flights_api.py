@@ -6,6 +6,7 @@ runs for the test. Nothing is mocked except where a fault is injected on purpose
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import AsyncIterator
@@ -465,6 +466,46 @@ async def test_body_of_exactly_64_kib_is_not_413(client: httpx.AsyncClient) -> N
 
 
 # ---------------------------------------------------------------------------------------------- atomicity
+
+
+async def test_a_client_gone_mid_body_is_a_disconnect_not_an_error(
+    app: FastAPI, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The server tells the app the client left (`http.disconnect`) while the body is still coming."""
+    incoming = [
+        {"type": "http.request", "body": b'{"departureAirport": "Par', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return incoming.pop(0) if incoming else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/api/flights",
+        "raw_path": b"/api/flights",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"flights.test"), (b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8080),
+    }
+    with caplog.at_level(logging.DEBUG, logger="flights"):
+        async with app.router.lifespan_context(app):
+            await app(scope, receive, send)
+    flights_records = [r for r in caplog.records if r.name == "flights"]
+    assert [r.levelno for r in flights_records] == [logging.INFO]
+    assert "client disconnected" in flights_records[0].getMessage()
+    assert all(r.exc_info is None for r in caplog.records)
+    assert [m["status"] for m in sent if m["type"] == "http.response.start"] != [500]
 
 
 async def test_failed_event_insert_stores_no_flight(
