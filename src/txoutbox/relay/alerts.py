@@ -22,7 +22,6 @@ from typing import Any
 import psycopg
 
 from txoutbox.connections import DB_ERRORS
-from txoutbox.errors import ConfigurationError
 from txoutbox.relay.store import RelayStore
 
 log = logging.getLogger("txoutbox.relay")
@@ -30,16 +29,6 @@ log = logging.getLogger("txoutbox.relay")
 POST_TIMEOUT_SECONDS = 5.0
 RETRY_BASE_SECONDS = 1.0
 RETRY_CAP_SECONDS = 60.0
-
-
-def check_webhook_url(url: str | None) -> None:
-    """ConfigurationError unless `url` is empty or an http(s) URL with a host (the URL, which may hold a
-    token, is never repeated)."""
-    if not url:
-        return
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigurationError("ALERT_WEBHOOK_URL must be an http:// or https:// URL with a host")
 
 
 class Alerts:
@@ -54,7 +43,6 @@ class Alerts:
         retry_base_seconds: float = RETRY_BASE_SECONDS,
         retry_cap_seconds: float = RETRY_CAP_SECONDS,
     ) -> None:
-        check_webhook_url(webhook_url)
         self.store = store
         self.webhook_url = webhook_url
         self.relay_id = relay_id
@@ -117,7 +105,7 @@ class Alerts:
 
 def _post_json(url: str, payload: dict[str, Any]) -> bool:
     """POST `payload`; True when the receiver accepted it (2xx)."""
-    request = urllib.request.Request(  # noqa: S310 - an http(s) URL, checked at start
+    request = urllib.request.Request(  # noqa: S310 - an http(s) URL, checked by config._url
         url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}, method="POST"
     )
     try:
