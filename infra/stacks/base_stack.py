@@ -18,9 +18,9 @@ from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_wafv2 as wafv2
 from constructs import Construct
 
-QUEUE_NAME = "flightQueue.fifo"
-DLQ_NAME = "flightDLQ.fifo"
-MAX_RECEIVE_COUNT = 10
+# Named once for devstack, the payment service and AWS (the CDK app runs in the project's venv).
+from payments.queues import DLQ_NAME, MAX_RECEIVE_COUNT, QUEUE_NAME
+
 MAX_MESSAGE_BYTES = 262_144  # the relay refuses (dead-letters) larger events itself
 LOG_RETENTION = logs.RetentionDays.ONE_MONTH
 
