@@ -16,25 +16,11 @@ import psycopg
 from psycopg import sql
 
 from txoutbox.errors import ConfigurationError
+from txoutbox.processes import process_alive
 
 DATABASE = "txoutbox"
 # pgserver's list of the processes using a server: it stops the server when the last one leaves.
 _HANDLES = ".handle_pids.json"
-
-
-def process_alive(pid: int) -> bool:
-    """Whether `pid` is a live process (a zombie is not: the postmaster is reaped by whoever adopted it)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    return state not in ("Z", "X")
 
 
 def postmaster_pid(data_dir: Path) -> int | None:

@@ -27,13 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from devstack.node import find_package, node_binary
-from devstack.postgres import LocalPostgres, postmaster_pid, process_alive, stop_postmaster
+from devstack.postgres import LocalPostgres, postmaster_pid, stop_postmaster
 from devstack.process import Child, txoutbox_command
 from devstack.sqs import FauxqsProcess, Queues, ensure_queues, sqs_client
 from payments.queues import MAX_RECEIVE_COUNT
 from txoutbox.cli.common import check_port
 from txoutbox.config import DEFAULT_REGION, read_stack_file, txoutbox_home
 from txoutbox.errors import ConfigurationError
+from txoutbox.processes import process_alive
 
 _print_lock = threading.Lock()
 # Variables that would point children at other infrastructure than the stack we start.

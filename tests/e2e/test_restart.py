@@ -14,11 +14,12 @@ from typing import Any
 import httpx
 import pytest
 
-from devstack.postgres import postmaster_pid, process_alive
+from devstack.postgres import postmaster_pid
 from devstack.sqs import sqs_client
 from tests.e2e.conftest import Stack
 from tests.helpers import poll
 from txoutbox.cli.common import port_is_free
+from txoutbox.processes import process_alive
 
 pytestmark = pytest.mark.e2e
 FLIGHTS = 20

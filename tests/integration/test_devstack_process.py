@@ -7,8 +7,8 @@ import signal
 import subprocess
 import sys
 
-from devstack.postgres import process_alive
 from tests.helpers import poll
+from txoutbox.processes import process_alive
 
 PARENT = """
 import sys, time
