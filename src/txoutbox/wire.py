@@ -111,9 +111,6 @@ def sqs_safe(body: bytes) -> bytes:
     if _FOUR_BYTE_LEAD.search(body):
         body = _ASTRAL.sub(_surrogate_escape, body.decode()).encode()
     return body
-    for raw, escaped in _SQS_REFUSED_UTF8:
-        body = body.replace(raw, escaped)
-    return body
 
 
 def encode_envelope(
