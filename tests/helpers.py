@@ -73,6 +73,22 @@ async def running(service: Any) -> AsyncIterator[Any]:
         await asyncio.wait_for(task, 30)
 
 
+async def book_in_process(settings: Settings, booking: dict[str, Any]) -> dict[str, Any]:
+    """POST one booking to the flights app in process (its lifespan, so its pool, included); the answer."""
+    import httpx
+
+    from flights.app import create_app
+
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://flights.test") as client:
+            response = await client.post("/api/flights", json=booking)
+    assert response.status_code in (200, 201), response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
 def running_relay(
     settings: Settings, publisher: Publisher | None = None, **kwargs: Any
 ) -> contextlib.AbstractAsyncContextManager[Relay]:

@@ -9,13 +9,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psycopg
 import pytest
 
 from devstack.postgres import LocalPostgres
-from flights.app import create_app
 from payments.service import CONSUMER_NAME, process_payments
+from tests.helpers import book_in_process
 from txoutbox import Event, add_event
 from txoutbox.config import RelaySettings, Settings
 from txoutbox.consumer import InboundEvent
@@ -31,13 +30,7 @@ BOOKING = {
 
 async def _book(database_url: str) -> int:
     settings = Settings(database_url, None, None, None, "eu-west-1", local_stack=True)
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://flights.test") as client:
-            response = await client.post("/api/flights", json=BOOKING)
-    assert response.status_code in (200, 201), response.text
-    return int(response.json()["id"])
+    return int((await book_in_process(settings, BOOKING))["id"])
 
 
 async def test_booking_drain_and_payment_with_the_kit(txoutbox_database_url: str) -> None:

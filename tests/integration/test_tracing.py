@@ -9,7 +9,6 @@ import textwrap
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import psycopg
 import pytest
 from opentelemetry import trace
@@ -18,9 +17,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from flights.app import create_app
 from payments.service import CONSUMER_NAME, process_payments
-from tests.helpers import apoll, outbox_count, running, running_relay
+from tests.helpers import apoll, book_in_process, outbox_count, running, running_relay
 from txoutbox import Event, add_event
 from txoutbox.config import Settings
 from txoutbox.consumer import Consumer
@@ -63,12 +61,7 @@ def _one(spans: list[ReadableSpan], kind: SpanKind, prefix: str) -> ReadableSpan
 async def test_booking_relay_send_and_payment_are_one_trace(
     settings: Settings, spans: InMemorySpanExporter
 ) -> None:
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://flights.test") as client:
-            response = await client.post("/api/flights", json=BOOKING)
-    assert response.status_code in (200, 201), response.text
+    await book_in_process(settings, BOOKING)
     with psycopg.connect(settings.database_url) as conn:
         stored = conn.execute("SELECT traceparent FROM txoutbox.outbox").fetchone()
     assert stored is not None and stored[0] and stored[0].startswith("00-")
