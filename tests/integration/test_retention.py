@@ -198,24 +198,9 @@ async def test_published_list_filters_and_json(settings: Settings, cli: Any) -> 
     assert "ISO-8601" in bad.stderr
 
 
-def _receive(sqs: Any, queue_url: str, expected: int) -> list[dict[str, Any]]:
-    messages: list[dict[str, Any]] = []
-    deadline = time.monotonic() + 20
-    while len(messages) < expected and time.monotonic() < deadline:
-        got = sqs.receive_message(
-            QueueUrl=queue_url,
-            MaxNumberOfMessages=10,
-            WaitTimeSeconds=1,
-            MessageAttributeNames=["All"],
-            AttributeNames=["All"],
-        ).get("Messages", [])
-        for m in got:
-            messages.append(m)
-            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=m["ReceiptHandle"])
-    return messages
-
-
-async def test_replay_in_order_marked_with_dry_run_and_rate(settings: Settings, cli: Any, sqs: Any) -> None:
+async def test_replay_in_order_marked_with_dry_run_and_rate(
+    settings: Settings, cli: Any, sqs: Any, receive_all: Any
+) -> None:
     await _publish_archived(settings, {"A": 4, "B": 3, "C": 2})
     suffix = uuid.uuid4().hex[:10]
     target = ensure_queues(sqs, f"replay{suffix}.fifo", f"replaydlq{suffix}.fifo").queue_url
@@ -236,7 +221,7 @@ async def test_replay_in_order_marked_with_dry_run_and_rate(settings: Settings, 
     elapsed = time.monotonic() - started
     assert json.loads(result.stdout)["sent"] == 9
     assert elapsed >= 0.8  # 9 messages at 10 per second: the last batch waits until 0.9 s
-    messages = _receive(sqs, target, 9)
+    messages = receive_all(target, 9)
     assert len(messages) == 9
     seqs: dict[str, list[int]] = {}
     for m in messages:
@@ -252,7 +237,7 @@ async def test_replay_in_order_marked_with_dry_run_and_rate(settings: Settings, 
         "replay", "--queue-url", target, "--aggregate", "C", "--yes", TXOUTBOX_MESSAGE_FORMAT="cloudevents"
     )
     assert "replayed 2 event(s)" in again.stdout
-    bodies = [orjson.loads(m["Body"]) for m in _receive(sqs, target, 2)]
+    bodies = [orjson.loads(m["Body"]) for m in receive_all(target, 2)]
     assert [(b["specversion"], b["subject"], b["data"]["seq"]) for b in bodies] == [
         ("1.0", "C", 0),
         ("1.0", "C", 1),
