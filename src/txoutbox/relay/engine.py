@@ -20,7 +20,7 @@ import os
 import socket
 import time
 import uuid
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Sequence
 
 from txoutbox.config import Settings
@@ -49,6 +49,10 @@ WAKE_COALESCE_SECONDS = 0.002
 # pay one NOTIFY (and wake the relay at once); a busy system pays none.
 BUSY_POLL_SECONDS = 0.003
 IDLE_AFTER_SECONDS = 0.05
+# A claim made ahead waits for every round of the claim in hand. Behind a long aggregate (a burst of hundreds
+# of events goes out one round per event: seconds) its events would wait that long, leased, so that no other
+# worker or relay could take them. Past this many rounds, nothing is claimed ahead.
+PREFETCH_MAX_ROUNDS = 20
 
 Lanes = dict[tuple[str, str], deque[ClaimedRow]]
 
@@ -67,6 +71,12 @@ def pack_batches(rows: Sequence[ClaimedRow], max_entries: int, max_bytes: int) -
     if current:
         batches.append(current)
     return batches
+
+
+def rounds(rows: Sequence[ClaimedRow]) -> int:
+    """How many publish rounds a claim takes: the most events it holds of one aggregate."""
+    counts = Counter((r.message.aggregate_type, r.message.aggregate_id) for r in rows)
+    return max(counts.values(), default=0)
 
 
 class Relay:
@@ -228,8 +238,9 @@ class Relay:
         rs = self.settings.relay
         # Draining a backlog, the next claim is made while this one is published: the database claims while
         # this process sends, instead of one waiting for the other. Only after a claim that came back at
-        # least half full (a backlog), never while probing; the claim's own checks keep the order (the rows
-        # in hand are leased, so later events of their aggregates are not handed out).
+        # least half full (a backlog) of few rounds (PREFETCH_MAX_ROUNDS), never while probing; the claim's
+        # own checks keep the order (the rows in hand are leased, so later events of their aggregates are not
+        # handed out).
         prefetch: asyncio.Task[list[ClaimedRow]] | None = None
         try:
             while not self._stopping:
@@ -275,7 +286,7 @@ class Relay:
                     await self._wait_for_work()
                     continue
                 await self._got_work()
-                if not probing and 2 * len(rows) >= limit:
+                if not probing and 2 * len(rows) >= limit and rounds(rows) <= PREFETCH_MAX_ROUNDS:
                     prefetch = asyncio.create_task(self.store.claim(rs.batch_size))
                 await self._publish(rows, probing)
         finally:
