@@ -12,9 +12,9 @@ import math
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import psycopg
@@ -123,62 +123,207 @@ def check_database_url(url: str, name: str = "DATABASE_URL") -> None:
 
 
 DAY = 86_400.0
+SettingKind = Literal["int", "seconds", "port", "choice", "url", "text"]
+
+
+@dataclass(frozen=True, slots=True)
+class EnvSetting:
+    """One environment variable: its name, a one-line doc, and the values it accepts.
+
+    `RelaySettings.from_env` reads each field through its declaration, and the docs' configuration reference
+    (docs/hooks/config_reference.py) is generated from the same declarations, so the two cannot drift.
+    """
+
+    name: str
+    doc: str
+    kind: SettingKind = "text"
+    minimum: int = 0  # int
+    maximum: float = 0  # int, seconds, port
+    allow_zero: bool = False  # seconds: [0, maximum] instead of (0, maximum]
+    choices: tuple[str, ...] = ()
+    default_doc: str = ""  # the default as documented, for variables that are not a field with a default
+
+    def read(self, env: Mapping[str, str], default: Any) -> Any:
+        """The value from `env`, `default` when unset or blank; ConfigurationError when out of range."""
+        if self.kind == "int":
+            return _int(env, self.name, default, self.minimum, int(self.maximum))
+        if self.kind == "seconds":
+            return _float(env, self.name, default, self.maximum, allow_zero=self.allow_zero)
+        if self.kind == "port":  # unset: off
+            return _int(env, self.name, 0, 0, int(self.maximum)) if env.get(self.name) else None
+        if self.kind == "choice":
+            return _choice(env, self.name, default, self.choices)
+        if self.kind == "url":
+            return _url(env, self.name)
+        return env.get(self.name, "").strip() or default
+
+    @property
+    def accepted(self) -> str:
+        """The accepted values, as the reference shows them."""
+        if self.kind in ("int", "port"):
+            return f"{self.minimum:,} to {int(self.maximum):,}"
+        if self.kind == "seconds":
+            return f"{'0' if self.allow_zero else '> 0'} to {self.maximum:,g} s"
+        if self.kind == "choice":
+            return " or ".join(f"`{c}`" for c in self.choices)
+        if self.kind == "url":
+            return "http:// or https:// URL"
+        return ""
+
+
+def _env(default: Any, name: str, doc: str, kind: SettingKind = "text", **spec: Any) -> Any:
+    """A settings field read from the environment variable `name` (see `EnvSetting`)."""
+    return field(default=default, metadata={"env": EnvSetting(name, doc, kind, **spec)})
 
 
 @dataclass(frozen=True, slots=True)
 class RelaySettings:
-    """Tuning of the relay; every field has an environment variable `TXOUTBOX_<FIELD>`."""
+    """Tuning of the relay; each field is read from the environment variable its declaration names."""
 
-    batch_size: int = 500  # rows claimed per statement
-    workers: int = 2  # claim/publish loops per process: one claims while another publishes
-    max_in_flight: int = 16  # SendMessageBatch calls in flight per process
-    lease_seconds: float = 30.0  # how long a claim is ours; a crashed relay's events come back after it
-    poll_interval: float = 1.0  # fallback when no notification arrives (and for retries coming due)
-    max_attempts: int = 10  # transient per-event failures before the event is dead-lettered
-    retry_base_seconds: float = 1.0
-    retry_cap_seconds: float = 300.0
-    probe_base_seconds: float = 1.0  # circuit breaker: first probe after this
-    probe_cap_seconds: float = 10.0
-    max_message_bytes: int = 262_144  # SQS message size limit configured on the queue
-    max_claim_bytes: int = 4 * 1_048_576  # payload bytes one claim holds at most (at least one event)
-    heartbeat_seconds: float = 5.0
-    shutdown_timeout: float = 20.0
-    metrics_port: int | None = None
-    degraded_after_seconds: float = 60.0
-    alert_webhook_url: str | None = None
-    message_format: str = "envelope"  # or "cloudevents" (txoutbox.wire, txoutbox.cloudevents)
-    event_source: str = "/txoutbox"  # CloudEvents `source` (a URI reference)
-    retention_days: int = 0  # keep published events this many days (txoutbox.retention); 0: not kept
+    batch_size: int = _env(
+        500, "TXOUTBOX_BATCH_SIZE", "events claimed per statement", "int", minimum=1, maximum=10_000
+    )
+    workers: int = _env(
+        2,
+        "TXOUTBOX_WORKERS",
+        "claim/publish loops per relay process: one claims while another publishes",
+        "int",
+        minimum=1,
+        maximum=64,
+    )
+    max_in_flight: int = _env(
+        16,
+        "TXOUTBOX_MAX_IN_FLIGHT",
+        "`SendMessageBatch` calls in flight per relay process",
+        "int",
+        minimum=1,
+        maximum=1_000,
+    )
+    lease_seconds: float = _env(
+        30.0,
+        "TXOUTBOX_LEASE_SECONDS",
+        "how long a claim is held; a crashed relay's events come back after it",
+        "seconds",
+        maximum=DAY,
+    )
+    poll_interval: float = _env(
+        1.0,
+        "TXOUTBOX_POLL_INTERVAL",
+        "polling fallback when no NOTIFY arrives, and for retries coming due",
+        "seconds",
+        maximum=3_600,
+    )
+    max_attempts: int = _env(
+        10,
+        "TXOUTBOX_MAX_ATTEMPTS",
+        "transient per-event failures before the event is dead-lettered",
+        "int",
+        minimum=1,
+        maximum=1_000,
+    )
+    retry_base_seconds: float = _env(
+        1.0,
+        "TXOUTBOX_RETRY_BASE_SECONDS",
+        "per-event backoff: first delay (exponential, full jitter)",
+        "seconds",
+        maximum=DAY,
+    )
+    retry_cap_seconds: float = _env(
+        300.0,
+        "TXOUTBOX_RETRY_CAP_SECONDS",
+        "per-event backoff: longest delay (at least the base)",
+        "seconds",
+        maximum=DAY,
+    )
+    probe_base_seconds: float = _env(
+        1.0,
+        "TXOUTBOX_PROBE_BASE_SECONDS",
+        "circuit breaker: first probe after the broker became unavailable",
+        "seconds",
+        maximum=3_600,
+    )
+    probe_cap_seconds: float = _env(
+        10.0,
+        "TXOUTBOX_PROBE_CAP_SECONDS",
+        "circuit breaker: longest wait between probes (at least the base)",
+        "seconds",
+        maximum=3_600,
+    )
+    max_message_bytes: int = _env(
+        262_144,
+        "TXOUTBOX_MAX_MESSAGE_BYTES",
+        "the queue's message size limit; larger events are dead-lettered",
+        "int",
+        minimum=1_024,
+        maximum=1_048_576,
+    )
+    max_claim_bytes: int = _env(
+        4 * 1_048_576,
+        "TXOUTBOX_MAX_CLAIM_BYTES",
+        "payload bytes one claim holds at most (always at least one event)",
+        "int",
+        minimum=1_024,
+        maximum=1 << 30,
+    )
+    heartbeat_seconds: float = _env(
+        5.0,
+        "TXOUTBOX_HEARTBEAT_SECONDS",
+        "how often a relay records that it is alive (and its circuit state)",
+        "seconds",
+        maximum=3_600,
+    )
+    shutdown_timeout: float = _env(
+        20.0,
+        "TXOUTBOX_SHUTDOWN_TIMEOUT",
+        "on SIGTERM, how long the batches in hand may take to finish",
+        "seconds",
+        maximum=3_600,
+    )
+    metrics_port: int | None = _env(
+        None,
+        "TXOUTBOX_METRICS_PORT",
+        "the relay's Prometheus metrics on this port (and `TXOUTBOX_METRICS_HOST`); 0: off",
+        "port",
+        maximum=65_535,
+        default_doc="off",
+    )
+    degraded_after_seconds: float = _env(
+        60.0,
+        "HEALTH_DEGRADED_AFTER_SECONDS",
+        "`/health` says `degraded` when the oldest event is older",
+        "seconds",
+        maximum=DAY,
+        allow_zero=True,
+    )
+    alert_webhook_url: str | None = _env(
+        None,
+        "ALERT_WEBHOOK_URL",
+        "one JSON POST per state change (degraded / recovered)",
+        "url",
+        default_doc="off",
+    )
+    message_format: str = _env(
+        "envelope",
+        "TXOUTBOX_MESSAGE_FORMAT",
+        "what the relay and `replay` send (txoutbox.wire, txoutbox.cloudevents)",
+        "choice",
+        choices=MESSAGE_FORMATS,
+    )
+    event_source: str = _env("/txoutbox", "TXOUTBOX_EVENT_SOURCE", "CloudEvents `source` (a URI reference)")
+    retention_days: int = _env(
+        0,
+        "TXOUTBOX_RETENTION_DAYS",
+        "keep published events this many days (txoutbox.retention); 0: not kept",
+        "int",
+        minimum=0,
+        maximum=3_650,
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> RelaySettings:
+        """Read every field from its environment variable; ConfigurationError names a bad one."""
         env = os.environ if env is None else env
-        d = cls()
-        metrics = env.get("TXOUTBOX_METRICS_PORT")
-        settings = cls(
-            batch_size=_int(env, "TXOUTBOX_BATCH_SIZE", d.batch_size, 1, 10_000),
-            workers=_int(env, "TXOUTBOX_WORKERS", d.workers, 1, 64),
-            max_in_flight=_int(env, "TXOUTBOX_MAX_IN_FLIGHT", d.max_in_flight, 1, 1_000),
-            lease_seconds=_float(env, "TXOUTBOX_LEASE_SECONDS", d.lease_seconds, DAY),
-            poll_interval=_float(env, "TXOUTBOX_POLL_INTERVAL", d.poll_interval, 3_600),
-            max_attempts=_int(env, "TXOUTBOX_MAX_ATTEMPTS", d.max_attempts, 1, 1_000),
-            retry_base_seconds=_float(env, "TXOUTBOX_RETRY_BASE_SECONDS", d.retry_base_seconds, DAY),
-            retry_cap_seconds=_float(env, "TXOUTBOX_RETRY_CAP_SECONDS", d.retry_cap_seconds, DAY),
-            probe_base_seconds=_float(env, "TXOUTBOX_PROBE_BASE_SECONDS", d.probe_base_seconds, 3_600),
-            probe_cap_seconds=_float(env, "TXOUTBOX_PROBE_CAP_SECONDS", d.probe_cap_seconds, 3_600),
-            max_message_bytes=_int(env, "TXOUTBOX_MAX_MESSAGE_BYTES", d.max_message_bytes, 1_024, 1_048_576),
-            max_claim_bytes=_int(env, "TXOUTBOX_MAX_CLAIM_BYTES", d.max_claim_bytes, 1_024, 1 << 30),
-            heartbeat_seconds=_float(env, "TXOUTBOX_HEARTBEAT_SECONDS", d.heartbeat_seconds, 3_600),
-            shutdown_timeout=_float(env, "TXOUTBOX_SHUTDOWN_TIMEOUT", d.shutdown_timeout, 3_600),
-            metrics_port=_int(env, "TXOUTBOX_METRICS_PORT", 0, 0, 65_535) if metrics else None,
-            degraded_after_seconds=_float(
-                env, "HEALTH_DEGRADED_AFTER_SECONDS", d.degraded_after_seconds, DAY, allow_zero=True
-            ),
-            alert_webhook_url=_url(env, "ALERT_WEBHOOK_URL"),
-            message_format=_choice(env, "TXOUTBOX_MESSAGE_FORMAT", d.message_format, MESSAGE_FORMATS),
-            event_source=env.get("TXOUTBOX_EVENT_SOURCE", "").strip() or d.event_source,
-            retention_days=_int(env, "TXOUTBOX_RETENTION_DAYS", d.retention_days, 0, 3_650),
-        )
+        settings = cls(**{f.name: f.metadata["env"].read(env, f.default) for f in fields(cls)})
         for kind in ("RETRY", "PROBE"):
             base = float(getattr(settings, f"{kind.lower()}_base_seconds"))
             if getattr(settings, f"{kind.lower()}_cap_seconds") < base:
@@ -186,6 +331,43 @@ class RelaySettings:
                     f"TXOUTBOX_{kind}_CAP_SECONDS must be at least TXOUTBOX_{kind}_BASE_SECONDS ({base:g})"
                 )
         return settings
+
+
+# Where the database and the queue are: read by `Settings.from_env` (its fallbacks to the local stack are
+# more than one variable each, so they are declared here for the reference and read by name below).
+LOCATION_SETTINGS = (
+    EnvSetting("DATABASE_URL", "PostgreSQL connection URL (e.g. Aurora)", default_doc="the local stack"),
+    EnvSetting(
+        "PGHOST",
+        "libpq's own variables (`PGHOST`, `PGUSER`, `PGPASSWORD`, `PGDATABASE`, `PGSSLMODE`, ...) "
+        "when DATABASE_URL is unset",
+        default_doc="unset",
+    ),
+    EnvSetting(
+        "SQS_QUEUE_URL",
+        "the FIFO queue the relay publishes to",
+        "url",
+        default_doc="the local `flightQueue.fifo`",
+    ),
+    EnvSetting(
+        "SQS_DLQ_URL",
+        "its dead-letter queue (`txoutbox dlq ...`)",
+        "url",
+        default_doc="the local `flightDLQ.fifo`",
+    ),
+    EnvSetting("SQS_ENDPOINT_URL", "SQS endpoint; unset for AWS", "url", default_doc="the local fauxqs"),
+    EnvSetting(
+        "AWS_REGION", "region of the queue (else `AWS_DEFAULT_REGION`)", default_doc=f"`{DEFAULT_REGION}`"
+    ),
+    EnvSetting(
+        "AWS_DEFAULT_REGION",
+        "region of the queue when `AWS_REGION` is unset",
+        default_doc=f"`{DEFAULT_REGION}`",
+    ),
+    EnvSetting(
+        "TXOUTBOX_HOME", "where `txoutbox up` keeps its data and `stack.json`", default_doc="`.txoutbox`"
+    ),
+)
 
 
 @dataclass(frozen=True, slots=True)
