@@ -113,7 +113,12 @@ RELAY_COMMAND = ["relay"]
 PAYMENTS_COMMAND = ["payments"]
 
 RELAY_QUEUE_ACTIONS = ["sqs:SendMessage"]
-PAYMENTS_QUEUE_ACTIONS = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"]
+PAYMENTS_QUEUE_ACTIONS = [
+    "sqs:ReceiveMessage",
+    "sqs:DeleteMessage",
+    "sqs:ChangeMessageVisibility",
+    "sqs:GetQueueAttributes",  # the consumer never holds a message longer than the queue's visibility timeout
+]
 PAYMENTS_DLQ_ACTIONS = ["sqs:ReceiveMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes"]
 
 # The relay scales out on the backlog (the largest `txoutbox_backlog` any relay reports: every relay sees

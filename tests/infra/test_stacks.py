@@ -17,7 +17,12 @@ from tests.infra.conftest import INFRA, Synth, load_app_module, synthesize
 pytestmark = pytest.mark.xdist_group("infra")
 
 QUEUE_ACTIONS_RELAY = {"sqs:SendMessage"}
-QUEUE_ACTIONS_PAYMENTS = {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"}
+QUEUE_ACTIONS_PAYMENTS = {
+    "sqs:ReceiveMessage",
+    "sqs:DeleteMessage",
+    "sqs:ChangeMessageVisibility",
+    "sqs:GetQueueAttributes",
+}
 DLQ_ACTIONS_PAYMENTS = {"sqs:ReceiveMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes"}
 COMMON_ENV = {"SQS_QUEUE_URL", "SQS_DLQ_URL", "AWS_REGION", "LOG_FORMAT", "PGSSLMODE", "PGSSLROOTCERT"}
 RDS_CA_FILE = "/var/lib/txoutbox/rds-ca/global-bundle.pem"
