@@ -433,6 +433,9 @@ ORDER BY c.relname
 """
 
 PUBLISHED_DEFAULT_COUNT = "SELECT count(*) FROM txoutbox.published_default"
+# Taken before the stray days are read: an acknowledgement still in flight into the default partition (a day
+# with no partition yet) is waited for and seen, instead of making the new partition's CREATE fail.
+LOCK_PUBLISHED_DEFAULT = "LOCK TABLE txoutbox.published_default IN SHARE ROW EXCLUSIVE MODE"
 # The UTC days of rows caught by the default partition: each gets its partition (then expires as usual).
 PUBLISHED_DEFAULT_DAYS = """
 SELECT DISTINCT (published_at AT TIME ZONE 'UTC')::date AS day FROM txoutbox.published_default ORDER BY 1

@@ -101,6 +101,7 @@ def maintain(conn: psycopg.Connection[Any], days: int, *, today: dt.date | None 
         if not row or not _first(row):
             report.skipped = True
             return report
+        conn.execute(queries.LOCK_PUBLISHED_DEFAULT)
         existing = [_first(r) for r in conn.execute(queries.PUBLISHED_PARTITIONS).fetchall()]
         stray = [_first(r) for r in conn.execute(queries.PUBLISHED_DEFAULT_DAYS).fetchall()]
         create, drop = plan(existing, days, today or _today(), stray)
@@ -128,6 +129,7 @@ async def maintain_async(
         if not row or not _first(row):
             report.skipped = True
             return report
+        await conn.execute(queries.LOCK_PUBLISHED_DEFAULT)
         cur = await conn.execute(queries.PUBLISHED_PARTITIONS)
         existing = [_first(r) for r in await cur.fetchall()]
         cur = await conn.execute(queries.PUBLISHED_DEFAULT_DAYS)

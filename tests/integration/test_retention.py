@@ -293,3 +293,38 @@ async def test_the_inbox_absorbs_a_replay_unless_asked_to_reprocess(
     assert all(e.replayed for e in handled["reprocess"])
     assert [e.data["seq"] for e in handled["reprocess"]] == [0, 1]
     assert again.duplicates == 0
+
+
+def test_a_row_archived_while_maintenance_runs_gets_its_partition(database_url: str) -> None:
+    """An acknowledgement that lands in the default partition while the first pass runs (today has no
+    partition yet) must not make the pass fail: the pass waits for it and moves its row in."""
+    import threading
+
+    with psycopg.connect(database_url) as writer:  # a transaction left open: an acknowledgement in flight
+        _archive(writer, TODAY, "in-flight", 1)
+        result: dict[str, Any] = {}
+
+        def run_pass() -> None:
+            try:
+                with psycopg.connect(database_url, autocommit=True) as conn:
+                    result["report"] = retention.maintain(conn, 7)
+            except Exception as exc:  # the assertion below shows it
+                result["error"] = exc
+
+        maintainer = threading.Thread(target=run_pass)
+        maintainer.start()
+        with psycopg.connect(database_url, autocommit=True) as watcher:
+            assert poll(
+                lambda: watcher.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = "
+                    "current_database()"
+                ).fetchone()[0],  # type: ignore[index]
+                10,
+            ), "the maintenance pass never waited for the acknowledgement in flight"
+        writer.commit()
+        maintainer.join(15)
+    assert "error" not in result, result.get("error")
+    assert result["report"].default_rows == 0
+    assert [r[1:] for r in archived(database_url)] == [
+        ("in-flight", f"txoutbox.{retention.partition_name(TODAY)}")
+    ]
