@@ -3,10 +3,10 @@
 Every target is a ratio of two figures measured in the same run on the same basis (the machine is shared
 and its speed varies 2-4x between quiet and busy phases): the two sides of each ratio are measured
 alternately, run by run, and each figure is the median of `runs` separate runs. Prints progress lines,
-then the tables; writes benchmarks/results/latest.json (only this suite writes it), the README's
-generated tables and the plots. `--quick` runs every scenario once and shorter (a smoke test, results in
-the log folder). `--compare OLD.json` prints each figure of latest.json against an earlier run and exits
-non-zero when any is below 0.7x (a regression gate).
+then the tables; writes benchmarks/results/latest.json (only this suite writes it), the generated
+tables of docs/benchmarks.md and the plots. `--quick` runs every scenario once and shorter (a smoke test,
+results in the log folder). `--compare OLD.json` prints each figure of latest.json against an earlier run
+and exits non-zero when any is below 0.7x (a regression gate).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from benchmarks.steady import steady
 from devstack.sqs import free_port
 from txoutbox.config import RelaySettings
 
-README = ROOT / "README.md"
+RESULTS_PAGE = ROOT / "docs" / "benchmarks.md"  # its tables are generated from latest.json
 
 
 @dataclass(frozen=True)
@@ -443,7 +443,9 @@ def main() -> None:
         help="print the tables of results/latest.json and exit (no run)",
     )
     parser.add_argument(
-        "--readme", action="store_true", help="regenerate the README's tables from results/latest.json"
+        "--readme",
+        action="store_true",
+        help="regenerate the tables of docs/benchmarks.md from results/latest.json",
     )
     parser.add_argument(
         "--compare",
@@ -458,7 +460,8 @@ def main() -> None:
         print(report.table(data) if args.table == "text" else report.markdown_table(data))
         return
     if args.readme:
-        README.write_text(report.update_readme(README.read_text(), json.loads(latest.read_text())))
+        data = json.loads(latest.read_text())
+        RESULTS_PAGE.write_text(report.update_readme(RESULTS_PAGE.read_text(), data))
         return
     if args.compare:
         text, ok = report.compare(json.loads(latest.read_text()), json.loads(args.compare.read_text()))
@@ -504,8 +507,8 @@ def main() -> None:
     out = outdir / "latest.json"
     report.write_json(out, suite.results, suite.spread, suite.extra)
     data = json.loads(out.read_text())
-    if not args.quick and report.readme_block(README.read_text()) is not None:
-        README.write_text(report.update_readme(README.read_text(), data))
+    if not args.quick and report.readme_block(RESULTS_PAGE.read_text()) is not None:
+        RESULTS_PAGE.write_text(report.update_readme(RESULTS_PAGE.read_text(), data))
     print()
     print(report.table(data))
     print()

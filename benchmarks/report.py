@@ -186,7 +186,7 @@ def table(data: dict[str, Any]) -> str:
 
 
 def markdown_table(data: dict[str, Any]) -> str:
-    """The README's tables, generated from latest.json (tests/unit/test_benchmark_readme.py checks them)."""
+    """The tables of docs/benchmarks.md, from latest.json (tests/unit/test_benchmark_readme.py checks)."""
     targets, figures = _rows(data)
     machine = data.get("extra", {}).get("machine", {})
     lines = [
@@ -211,7 +211,7 @@ README_END = "<!-- benchmarks:table:end -->"
 
 
 def readme_block(readme: str) -> str | None:
-    """The generated part of the README, or None when the markers are missing."""
+    """The generated part of docs/benchmarks.md, or None when the markers are missing."""
     if README_START not in readme or README_END not in readme:
         return None
     return readme.split(README_START, 1)[1].split(README_END, 1)[0].strip("\n")

@@ -1,4 +1,4 @@
-"""The README's performance tables come from benchmarks/results/latest.json; the regression gate works."""
+"""The tables of docs/benchmarks.md come from benchmarks/results/latest.json; the regression gate works."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ from benchmarks import report
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_readme_tables_equal_latest_json() -> None:
+def test_benchmark_tables_equal_latest_json() -> None:
     data = json.loads((ROOT / "benchmarks" / "results" / "latest.json").read_text())
-    block = report.readme_block((ROOT / "README.md").read_text())
-    assert block is not None, "README.md lost its generated benchmark tables (the markers)"
+    block = report.readme_block((ROOT / "docs" / "benchmarks.md").read_text())
+    assert block is not None, "docs/benchmarks.md lost its generated benchmark tables (the markers)"
     assert block == report.markdown_table(data), (
-        "README.md's benchmark tables differ from benchmarks/results/latest.json: "
+        "docs/benchmarks.md's benchmark tables differ from benchmarks/results/latest.json: "
         "run `python -m benchmarks --readme` (never edit either by hand)"
     )
 

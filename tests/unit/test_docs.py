@@ -121,9 +121,9 @@ def test_every_path_architecture_names_exists() -> None:
     assert missing == []
 
 
-def test_links_of_the_proposed_short_readme_resolve() -> None:
-    """docs/README-short.md is meant to replace README.md: its links are relative to the root."""
-    links = re.findall(r"\]\(([^)#]+)\)", (ROOT / "docs" / "README-short.md").read_text())
+def test_links_of_the_readme_resolve() -> None:
+    """The README is the front page: every link it has (relative to the root) must lead somewhere."""
+    links = re.findall(r"\]\(([^)#]+)\)", (ROOT / "README.md").read_text())
     assert links and [link for link in links if not (ROOT / link).exists()] == []
 
 
