@@ -4,6 +4,7 @@ and the fault switch."""
 from __future__ import annotations
 
 import json
+import random
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,10 +22,21 @@ LAUNCHER = Path(__file__).with_name("sqs_server.mjs")
 MAX_MESSAGE_BYTES = 262_144
 
 
+# Below Linux's ephemeral range (32768-60999 by default), where the kernel picks the local ports of outgoing
+# connections: a port handed out there can be taken by some client's connection before our server binds it.
+_PORTS = range(20_000, 32_768)
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port on 127.0.0.1 that nothing listens on now, chosen outside the ephemeral range."""
+    for port in random.sample(_PORTS, 200):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port on 127.0.0.1 between 20000 and 32767")
 
 
 class FauxqsProcess:

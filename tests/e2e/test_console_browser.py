@@ -87,7 +87,8 @@ def test_console_charts_dead_letter_retry_and_fault_switch(
     stack: Stack, console: str, client: httpx.Client, browser: Any, tmp_path: Path
 ) -> None:
     url = console
-    database_url = json.loads((stack.home / "stack.json").read_text())["database_url"]
+    assert stack.proc is not None and stack.proc.poll() is None, "`up` stopped:\n" + stack.output()
+    database_url = stack.stack_file()["database_url"]
 
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     problems: list[str] = []
