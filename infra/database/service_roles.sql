@@ -44,6 +44,10 @@ BEGIN
         GRANT SELECT ON txoutbox.idle_relays TO txoutbox_api;
         GRANT SELECT, INSERT, UPDATE, DELETE ON txoutbox.idle_relays TO txoutbox_relay;
     END IF;
+    IF to_regclass('txoutbox.outbox_reinserts') IS NOT NULL THEN
+        -- read by every claim (the low-water mark); bumped only by operators' dead-letter retries
+        GRANT SELECT ON txoutbox.outbox_reinserts TO txoutbox_relay;
+    END IF;
     IF to_regclass('txoutbox.published') IS NOT NULL THEN
         GRANT SELECT, INSERT ON txoutbox.published TO txoutbox_relay;
     END IF;

@@ -84,7 +84,7 @@ LOW_WATER = """
 SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin,
        pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS xmax,
        (SELECT o.id FROM txoutbox.outbox AS o WHERE o.id >= %(low)s ORDER BY o.id LIMIT 1) AS live_min,
-       (SELECT last_value FROM txoutbox.outbox_reinserts) AS reinserts
+       (SELECT n FROM txoutbox.outbox_reinserts) AS reinserts
 """
 
 # The writer's second statement: its lock rows leave with its transaction (see INSERT_EVENTS).
@@ -127,7 +127,7 @@ NOTIFY = f"SELECT pg_notify('{NOTIFY_CHANNEL}', '')"
 #   scans from 0, so the order checks always see every earlier event.
 CLAIM = """
 WITH mark AS (
-    SELECT CASE WHEN %(reinserts)s = (SELECT last_value FROM txoutbox.outbox_reinserts) THEN %(low)s ELSE 0
+    SELECT CASE WHEN %(reinserts)s = (SELECT n FROM txoutbox.outbox_reinserts) THEN %(low)s ELSE 0
            END AS low
 ),
 candidate AS (
@@ -287,11 +287,15 @@ SELECT id, event_id, aggregate_type, aggregate_id, event_type, created_at, attem
 FROM txoutbox.dead_letters WHERE id = %(id)s
 """
 
-# Back into the outbox with its original id, so it is again first in its aggregate's order.
+# Back into the outbox with its original id, so it is again first in its aggregate's order. The counter is
+# bumped in the same transaction: relays see it together with the events and scan from 0 (CLAIM).
 DEAD_LETTER_RETRY = """
-WITH moved AS (
+WITH bump AS (
+    UPDATE txoutbox.outbox_reinserts SET n = n + 1
+),
+moved AS (
     DELETE FROM txoutbox.dead_letters
-    WHERE (%(all)s OR id = %(id)s) AND nextval('txoutbox.outbox_reinserts') > 0  -- relays rescan (CLAIM)
+    WHERE %(all)s OR id = %(id)s
     RETURNING id, event_id, aggregate_type, aggregate_id, event_type, payload, created_at, traceparent,
               tracestate
 )

@@ -39,6 +39,7 @@ EXPECTED = {
         "txoutbox.alerts": {"SELECT", "UPDATE"},
         "txoutbox.published": {"SELECT", "INSERT"},
         "txoutbox.idle_relays": {"SELECT", "INSERT", "UPDATE", "DELETE"},
+        "txoutbox.outbox_reinserts": {"SELECT"},  # every claim reads it (the low-water mark)
     },
     "txoutbox_payments": {
         "public.payments": {"SELECT", "INSERT"},

@@ -116,7 +116,7 @@ async def test_claims_skip_the_deleted_prefix_under_a_pinned_horizon(database_ur
         finally:
             await store.close()
         with psycopg.connect(database_url, autocommit=True) as conn:
-            counter = conn.execute("SELECT last_value FROM txoutbox.outbox_reinserts").fetchone()
+            counter = conn.execute("SELECT n FROM txoutbox.outbox_reinserts").fetchone()
             rs = RelaySettings()
             claim = {
                 "limit": 500,
@@ -140,3 +140,40 @@ async def test_claims_skip_the_deleted_prefix_under_a_pinned_horizon(database_ur
     full = from_start[0][0]["Plan"]["Shared Hit Blocks"] + from_start[0][0]["Plan"]["Shared Read Blocks"]
     assert mark > 25_000, f"the low-water mark stayed at {mark}"
     assert buffers * 4 < full, (buffers, full)
+
+
+async def test_a_retried_dead_letter_is_claimed_before_later_events_of_its_aggregate(
+    database_url: str,
+) -> None:
+    # The claim scans from the relay's low-water mark. A dead letter retried goes back under its old id,
+    # below the mark: the first retry on a fresh database must make the next claim scan from 0 too, or the
+    # later event of the same aggregate is handed out alone, ahead of it (seen with a sequence as the
+    # counter: a fresh sequence's first nextval leaves last_value unchanged).
+    with psycopg.connect(database_url) as conn:
+        add_event(conn, Event("Flight", "A", "FlightBooked", {"n": 1}))
+        add_event(conn, Event("Flight", "A", "FlightUpdated", {"n": 2}))
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        first, second = (r[0] for r in conn.execute("SELECT id FROM txoutbox.outbox ORDER BY id"))
+    store = RelayStore(_settings(database_url), "reinsert-test")
+    await store.open()
+    try:
+        store.rescan_seconds = 3600.0  # no periodic full rescan in this test: only the counter may help
+        rows = await store.claim(10)
+        assert [r.row_id for r in rows] == [first, second]
+        await store.acknowledge(
+            Outcome(dead_ids=[first], dead_reasons=["refused"], released=[second]), lambda: False
+        )
+        # Looks until the mark has moved past the dead letter's id (the second event is all that is left).
+        assert await apoll(lambda: _mark_after(store, second), 5, interval=0.03)
+        with psycopg.connect(database_url) as conn:
+            dead_id = conn.execute("SELECT id FROM txoutbox.dead_letters").fetchone()[0]  # type: ignore[index]
+            conn.execute(queries.DEAD_LETTER_RETRY, {"all": False, "id": dead_id})
+        rows = await store.claim(10)
+        assert [r.row_id for r in rows] == [first, second], "the later event went without the retried one"
+    finally:
+        await store.close()
+
+
+async def _mark_after(store: RelayStore, second: int) -> bool:
+    await store.claim(0)  # a claim of nothing: only the look at the low-water mark
+    return store.scan_start == second

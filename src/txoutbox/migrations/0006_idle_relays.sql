@@ -11,4 +11,10 @@ CREATE TABLE txoutbox.idle_relays (
 
 -- Bumped whenever events go back into the outbox under their old ids (dead letters retried): relays then
 -- scan the whole outbox again until they have seen them (the claim's low-water mark, txoutbox.relay.store).
-CREATE SEQUENCE txoutbox.outbox_reinserts;
+-- A row, not a sequence: a sequence's bump is seen before the transaction that re-inserts commits (and a
+-- fresh sequence's first nextval leaves last_value unchanged); this one is seen together with the events.
+CREATE TABLE txoutbox.outbox_reinserts (
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    n         bigint  NOT NULL DEFAULT 0
+);
+INSERT INTO txoutbox.outbox_reinserts DEFAULT VALUES;
