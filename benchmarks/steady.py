@@ -1,13 +1,16 @@
-"""The steady-load run: a paced writer, one relay, and either the SQS observer or the payment service.
+"""The steady-load run: pgbench booking at a fixed rate, one relay, and either the SQS observer or the
+payment service.
 
 Two passes at the same load, because a FIFO queue has one consumer: pass "sqs" drains the queue with the
 observer (SentTimestamp per message: commit -> SQS accepted), pass "payments" with `txoutbox payments`
 (commit -> payment row). Each pass books for WARMUP seconds first (processes settle: connections,
 prepared statements, the first claims), then SECONDS measured; both sample the outbox backlog every 0.1 s.
+Every booking committed is matched to its arrival; one that never arrived is counted as missing.
 """
 
 from __future__ import annotations
 
+import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,11 +35,11 @@ class SteadyResult:
     warmup_offsets: list[float] = field(default_factory=list)  # warm-up bookings (plotted, not counted)
     warmup_latencies_ms: list[float] = field(default_factory=list)
     backlog: list[tuple[float, int]] = field(default_factory=list)  # seconds since the first measured commit
-    schedule_lag_p99_ms: float = 0.0
+    schedule_lag_avg_ms: float = 0.0  # pgbench: how late bookings started against the rate
+    schedule_lag_max_ms: float = 0.0
     missing: int = 0
     relay_cpu_share: float = 0.0
-    client_commit_delay_p50_ms: float = 0.0  # writer's clock after COMMIT returned - server commit time
-    client_commit_delay_p99_ms: float = 0.0
+    writer_cpu_share: float = 0.0  # the load generator's, of one core
 
     def p(self, q: float) -> float:
         return percentile(self.latencies_ms, q)
@@ -60,14 +63,12 @@ def steady(
     rate: int = 1000,
     seconds: int = 30,
     warmup: int = WARMUP_SECONDS,
-    writers: int = 2,
     run: int = 0,
+    relay_env: dict[str, str] | None = None,
 ) -> SteadyResult:
     stack.truncate()
     queues = stack.new_queues(f"e2e-{consumer}")
-    env = stack.env(queues)
-    total = rate * (seconds + warmup)
-    commits_csvs = [logdir / f"e2e-{consumer}-{run}-commits-{n}.csv" for n in range(writers)]
+    env = stack.env(queues, **(relay_env or {}))
     sent_csv = logdir / f"e2e-{consumer}-{run}-sent.csv"
     relay = Child(txoutbox("relay"), env, logdir / f"e2e-{consumer}-{run}-relay.log", ready_line="started:")
     if consumer == "payments":
@@ -82,7 +83,6 @@ def steady(
                 "observer",
                 queues.queue_url,
                 stack.endpoint_url,
-                str(total),
                 str(seconds + warmup + 60),
                 str(sent_csv),
             ),
@@ -90,83 +90,85 @@ def steady(
             logdir / "e2e-observer.log",
             ready_line="observing",
         )
-    procs: list[Child] = []
     backlog: list[tuple[float, int]] = []
+    writer: subprocess.Popen[str] | None = None
+    writer_out = ""
+    writer_cpu = 0.0
     try:
         relay.wait_ready()
         downstream.wait_ready()
         time.sleep(0.5)  # the relay's listener connects
-        # Several writer processes (each paced at its share of the rate, 4 connections each): one Python
-        # process cannot book much more than 2,000/s through psycopg on a busy core.
-        for n, path in enumerate(commits_csvs):
-            procs.append(
-                Child(
-                    python_module(
-                        "benchmarks.e2e",
-                        "writer",
-                        stack.database_url,
-                        str(rate / writers),
-                        str(seconds),
-                        str(warmup),
-                        str(path),
-                    ),
-                    env,
-                    logdir / f"e2e-{consumer}-writer{n}.log",
-                    ready_line="writing",
-                )
-            )
-        for writer in procs:
-            writer.wait_ready()
+        writer = subprocess.Popen(
+            e2e.writer_command(stack.bin_path, stack.database_url, rate, warmup + seconds, logdir),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         start = time.monotonic()
         relay_share = 0.0
-        measured_from: tuple[float, float] | None = None  # (monotonic time, relay CPU seconds)
+        measured_from: tuple[float, float, float] | None = None  # (monotonic, relay CPU s, writer CPU s)
+        writer_done_at: tuple[float, float] | None = None
         with psycopg.connect(stack.database_url, autocommit=True) as conn:
             deadline = start + warmup + seconds + 60
             while time.monotonic() < deadline:
                 now = time.monotonic()
                 backlog.append((now - start - warmup, outbox_count(conn)))
                 if measured_from is None and now - start >= warmup:
-                    measured_from = (now, proc_cpu(relay.pid))
-                if all(w.proc.poll() is not None for w in procs):
+                    measured_from = (now, proc_cpu(relay.pid), proc_cpu(writer.pid))
+                if writer.poll() is None:
+                    # read before it exits (a zombie's /proc has no CPU times)
+                    writer_done_at = (now, proc_cpu(writer.pid))
+                else:
+                    # Done when every booking arrived: paid, or out of the outbox and out of the queue.
                     if consumer == "payments":
-                        row = conn.execute("SELECT count(*) FROM public.payments").fetchone()
-                        if row and row[0] >= total:
+                        row = conn.execute(
+                            "SELECT (SELECT count(*) FROM public.payments) "
+                            ">= (SELECT count(*) FROM public.flights)"
+                        ).fetchone()
+                        if row and row[0]:
                             break
-                    elif downstream.proc.poll() is not None:
+                    elif outbox_count(conn) == 0 and stack.queue_depth(queues.queue_url) == 0:
                         break
                 time.sleep(0.1)
         if measured_from is not None:
             relay_share = (proc_cpu(relay.pid) - measured_from[1]) / max(
                 time.monotonic() - measured_from[0], 1e-9
             )
+            if writer_done_at is not None:
+                writer_cpu = (writer_done_at[1] - measured_from[2]) / max(
+                    writer_done_at[0] - measured_from[0], 1e-9
+                )
+        writer_out = writer.communicate(timeout=30)[0]
+        if writer.returncode != 0:
+            raise RuntimeError(f"pgbench failed ({writer.returncode}): {writer_out[-2000:]}")
     finally:
-        for writer in procs:
-            writer.stop()
+        if writer is not None and writer.poll() is None:
+            writer.kill()
+            writer.wait()
         downstream.stop()
         relay.stop()
         stack.delete_queues(queues)
-    bookings = [b for path in commits_csvs for b in e2e.read_bookings(path, stack.database_url)]
+    commits = sorted(e2e.read_commits(stack.database_url).items(), key=lambda c: c[1])
     arrived = e2e.read_sent(sent_csv) if consumer != "payments" else e2e.read_payments(stack.database_url)
-    bookings.sort(key=lambda b: b.commit)
-    measured = [b for b in bookings if not b.warmup]
-    first = measured[0].commit if measured else bookings[0].commit
+    first = commits[0][1] + warmup if commits else 0.0  # the first measured commit time, at the latest
+    measured = [(f, at) for f, at in commits if at >= first]
+    if measured:
+        first = measured[0][1]
     result = SteadyResult(consumer, len(measured), 0.0, 0.0, [], [], backlog=backlog)
-    for b in bookings:
-        at = arrived.get(b.event_id)
+    for flight_id, commit in commits:
+        at = arrived.get(flight_id)
         if at is None:
             result.missing += 1
             continue
-        if b.warmup:
-            result.warmup_offsets.append(b.commit - first)
-            result.warmup_latencies_ms.append((at - b.commit) * 1000.0)
+        if commit < first:
+            result.warmup_offsets.append(commit - first)
+            result.warmup_latencies_ms.append((at - commit) * 1000.0)
         else:
-            result.commit_offsets.append(b.commit - first)
-            result.latencies_ms.append((at - b.commit) * 1000.0)
-    result.seconds = max(result.commit_offsets) if result.commit_offsets else float(seconds)
+            result.commit_offsets.append(commit - first)
+            result.latencies_ms.append((at - commit) * 1000.0)
+    result.seconds = measured[-1][1] - first if measured else float(seconds)
     result.achieved_rate = len(measured) / result.seconds if result.seconds else 0.0
-    result.schedule_lag_p99_ms = percentile([b.schedule_lag * 1000 for b in measured], 99)
+    result.schedule_lag_avg_ms, result.schedule_lag_max_ms = e2e.schedule_lag_ms(writer_out)
     result.relay_cpu_share = relay_share
-    delays = [(b.client_commit - b.commit) * 1000 for b in measured]
-    result.client_commit_delay_p50_ms = percentile(delays, 50)
-    result.client_commit_delay_p99_ms = percentile(delays, 99)
+    result.writer_cpu_share = writer_cpu
     return result
