@@ -68,9 +68,14 @@ def steady(
 ) -> SteadyResult:
     stack.truncate()
     queues = stack.new_queues(f"e2e-{consumer}")
-    env = stack.env(queues, **(relay_env or {}))
+    env = stack.env(queues)
     sent_csv = logdir / f"e2e-{consumer}-{run}-sent.csv"
-    relay = Child(txoutbox("relay"), env, logdir / f"e2e-{consumer}-{run}-relay.log", ready_line="started:")
+    relay = Child(
+        txoutbox("relay"),
+        {**env, **(relay_env or {})},
+        logdir / f"e2e-{consumer}-{run}-relay.log",
+        ready_line="started:",
+    )
     if consumer == "payments":
         # The payment service logs one line per event (the seed's behaviour): to a file, as in production.
         downstream = Child(

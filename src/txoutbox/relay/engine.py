@@ -3,6 +3,8 @@
 One process runs `workers` loops. Each loop claims a batch in one statement (a lease, not an open
 transaction), publishes it with several `SendMessageBatch` calls in flight, and acknowledges the outcome
 in one transaction: published rows deleted, refused ones rescheduled or dead-lettered, the rest released.
+A loop claims again while its claims are published (up to CLAIMS_IN_HAND at once): an event committed
+under steady load waits for the next claim, not for the sends and acknowledgement of the one before.
 No transaction is open while the broker is called. A crashed relay's leases simply expire.
 
 Order: within a claim, the events of one aggregate go out one round at a time (one entry per group per
@@ -20,7 +22,7 @@ import os
 import socket
 import time
 import uuid
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 
 from txoutbox.config import Settings
@@ -49,10 +51,8 @@ WAKE_COALESCE_SECONDS = 0.002
 # pay one NOTIFY (and wake the relay at once); a busy system pays none.
 BUSY_POLL_SECONDS = 0.003
 IDLE_AFTER_SECONDS = 0.05
-# A claim made ahead waits for every round of the claim in hand. Behind a long aggregate (a burst of hundreds
-# of events goes out one round per event: seconds) its events would wait that long, leased, so that no other
-# worker or relay could take them. Past this many rounds, nothing is claimed ahead.
-PREFETCH_MAX_ROUNDS = 20
+# Claims one worker loop publishes at once (each in a task of its own; see Relay._worker).
+CLAIMS_IN_HAND = 2
 
 Lanes = dict[tuple[str, str], deque[ClaimedRow]]
 
@@ -71,12 +71,6 @@ def pack_batches(rows: Sequence[ClaimedRow], max_entries: int, max_bytes: int) -
     if current:
         batches.append(current)
     return batches
-
-
-def rounds(rows: Sequence[ClaimedRow]) -> int:
-    """How many publish rounds a claim takes: the most events it holds of one aggregate."""
-    counts = Counter((r.message.aggregate_type, r.message.aggregate_id) for r in rows)
-    return max(counts.values(), default=0)
 
 
 class Relay:
@@ -236,19 +230,24 @@ class Relay:
 
     async def _worker(self) -> None:
         rs = self.settings.relay
-        # Draining a backlog, the next claim is made while this one is published: the database claims while
-        # this process sends, instead of one waiting for the other. Only after a claim that came back at
-        # least half full (a backlog) of few rounds (PREFETCH_MAX_ROUNDS), never while probing; the claim's
-        # own checks keep the order (the rows in hand are leased, so later events of their aggregates are not
-        # handed out).
-        prefetch: asyncio.Task[list[ClaimedRow]] | None = None
+        # A claim is published in a task of its own, and the loop claims again as soon as a claim returns:
+        # under steady load an event waits for the next claim (a few ms), not for the previous claim's
+        # sends and acknowledgement too. Order holds as between workers: the claim never hands out an event
+        # while an earlier event of its aggregate is leased, and rows stay leased until their outcome is
+        # written. At most CLAIMS_IN_HAND claims per loop are published at once (leases held, memory); the
+        # loop claims only when one is free, so no claimed event waits behind another claim's rounds.
+        in_hand: set[asyncio.Task[None]] = set()
         try:
             while not self._stopping:
+                if len(in_hand) >= CLAIMS_IN_HAND:
+                    await asyncio.wait(in_hand, return_when=asyncio.FIRST_COMPLETED)
+                for task in [t for t in in_hand if t.done()]:
+                    in_hand.discard(task)
+                    task.result()  # a publication that failed unexpectedly restarts this loop (_supervise)
+                if self._stopping:
+                    break
                 probing = False
                 if not self.circuit.closed:
-                    if prefetch is not None:
-                        await self._release_prefetched(prefetch)  # the circuit opened: give them back
-                        prefetch = None
                     if not self.circuit.try_probe():
                         await self._sleep(max(0.01, min(self.circuit.seconds_to_probe(), rs.poll_interval)))
                         continue
@@ -262,15 +261,7 @@ class Relay:
                 self._wake.clear()
                 limit = self.publisher.max_batch_entries if probing else rs.batch_size
                 try:
-                    if prefetch is not None:
-                        claim, prefetch = prefetch, None
-                        rows = await claim
-                        if not rows:
-                            # Made while the rows in hand were leased, so it may have found only events
-                            # waiting behind them (a backlog of a few aggregates): ask again, now.
-                            rows = await self.store.claim(limit)
-                    else:
-                        rows = await self.store.claim(limit)
+                    rows = await self.store.claim(limit)
                 except DB_ERRORS as exc:
                     self.store.failed(exc)
                     if probing:
@@ -286,12 +277,19 @@ class Relay:
                     await self._wait_for_work()
                     continue
                 await self._got_work()
-                if not probing and 2 * len(rows) >= limit and rounds(rows) <= PREFETCH_MAX_ROUNDS:
-                    prefetch = asyncio.create_task(self.store.claim(rs.batch_size))
-                await self._publish(rows, probing)
+                if probing:
+                    await self._publish(rows, probing)  # the probe's outcome decides what comes next
+                else:
+                    in_hand.add(asyncio.create_task(self._publish(rows, probing)))
+        except asyncio.CancelledError:
+            for task in in_hand:
+                task.cancel()
+            raise
         finally:
-            if prefetch is not None:
-                await self._release_prefetched(prefetch)
+            # Stopping: each publication finishes its round and gives back the rest (see _publish).
+            for result in await asyncio.gather(*in_hand, return_exceptions=True):
+                if isinstance(result, Exception):
+                    log.error("publication failed at shutdown: %s", result)
 
     async def _wait_for_work(self) -> None:
         """After a claim that found nothing: poll again soon while events keep coming; after a quiet spell,
@@ -321,18 +319,6 @@ class Relay:
             self._idle = False
             await self.store.withdraw_idle()
 
-    async def _release_prefetched(self, claim: asyncio.Task[list[ClaimedRow]]) -> None:
-        """Give back the rows of a claim made ahead that will not be published now (no attempt counted)."""
-        try:
-            rows = await claim
-        except asyncio.CancelledError:
-            claim.cancel()
-            raise
-        except DB_ERRORS:
-            return  # nothing came back; whatever it leased is released at shutdown or expires
-        if rows:
-            await self._acknowledge(Outcome(released=[r.row_id for r in rows]))
-
     async def _publish(self, rows: list[ClaimedRow], probing: bool) -> None:
         outcome = Outcome()
         broker_error: BrokerUnavailableError | None = None
@@ -347,9 +333,6 @@ class Relay:
         )
         # Every row stays leased (published ones too) until the outcome is written.
         async with lease.kept():
-            if not lease.safe_to_send():  # claimed ahead, while the previous claim was published
-                with contextlib.suppress(*DB_ERRORS):
-                    await lease.renew()
             while lanes:
                 self._drop_lost(lanes, lease, outcome)
                 short = lanes and not lease.safe_to_send()
