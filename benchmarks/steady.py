@@ -1,11 +1,13 @@
 """The steady-load run: pgbench booking at a fixed rate, one relay, and either the SQS observer or the
 payment service.
 
-Two passes at the same load, because a FIFO queue has one consumer: pass "sqs" drains the queue with the
-observer (SentTimestamp per message: commit -> SQS accepted), pass "payments" with `txoutbox payments`
-(commit -> payment row). Each pass books for WARMUP seconds first (processes settle: connections,
-prepared statements, the first claims), then SECONDS measured; both sample the outbox backlog every 0.1 s.
-Every booking committed is matched to its arrival; one that never arrived is counted as missing.
+Two passes at the same load, because a FIFO queue has one consumer: pass "sqs" reads the queue with the
+observer once the load is over and the outbox empty (SentTimestamp per message: commit -> SQS accepted;
+read during the run, the queue cost a third of a core the relay needs), pass "payments" with
+`txoutbox payments` (commit -> payment row). Each pass books for WARMUP seconds first (processes settle:
+connections, prepared statements, the first claims), then SECONDS measured; both sample the outbox
+backlog every 0.1 s. Every booking committed is matched to its arrival; one that never arrived is counted
+as missing.
 """
 
 from __future__ import annotations
@@ -76,24 +78,14 @@ def steady(
         logdir / f"e2e-{consumer}-{run}-relay.log",
         ready_line="started:",
     )
+    observer_args = python_module(
+        "benchmarks.e2e", "observer", queues.queue_url, stack.endpoint_url, "600", str(sent_csv)
+    )
+    downstream: Child | None = None
     if consumer == "payments":
         # The payment service logs one line per event (the seed's behaviour): to a file, as in production.
         downstream = Child(
             txoutbox("payments"), env, logdir / "e2e-payments.log", ready_line="consumer started"
-        )
-    else:
-        downstream = Child(
-            python_module(
-                "benchmarks.e2e",
-                "observer",
-                queues.queue_url,
-                stack.endpoint_url,
-                str(seconds + warmup + 60),
-                str(sent_csv),
-            ),
-            env,
-            logdir / "e2e-observer.log",
-            ready_line="observing",
         )
     backlog: list[tuple[float, int]] = []
     writer: subprocess.Popen[str] | None = None
@@ -101,7 +93,8 @@ def steady(
     writer_cpu = 0.0
     try:
         relay.wait_ready()
-        downstream.wait_ready()
+        if downstream is not None:
+            downstream.wait_ready()
         time.sleep(0.5)  # the relay's listener connects
         writer = subprocess.Popen(
             e2e.writer_command(stack.bin_path, stack.database_url, rate, warmup + seconds, logdir),
@@ -112,9 +105,10 @@ def steady(
         start = time.monotonic()
         relay_share = 0.0
         measured_from: tuple[float, float, float] | None = None  # (monotonic, relay CPU s, writer CPU s)
-        writer_done_at: tuple[float, float] | None = None
+        writer_done_at: tuple[float, float] | None = None  # (monotonic, CPU s) while the load ran
+        relay_done_at: tuple[float, float] | None = None
         with psycopg.connect(stack.database_url, autocommit=True) as conn:
-            deadline = start + warmup + seconds + 60
+            deadline = start + warmup + seconds + 300
             while time.monotonic() < deadline:
                 now = time.monotonic()
                 backlog.append((now - start - warmup, outbox_count(conn)))
@@ -123,6 +117,7 @@ def steady(
                 if writer.poll() is None:
                     # read before it exits (a zombie's /proc has no CPU times)
                     writer_done_at = (now, proc_cpu(writer.pid))
+                    relay_done_at = (now, proc_cpu(relay.pid))
                 else:
                     # Done when every booking arrived: paid, or out of the outbox and out of the queue.
                     if consumer == "payments":
@@ -132,12 +127,19 @@ def steady(
                         ).fetchone()
                         if row and row[0]:
                             break
-                    elif outbox_count(conn) == 0 and stack.queue_depth(queues.queue_url) == 0:
+                    elif outbox_count(conn) == 0 and downstream is None:
+                        # SentTimestamp is set when SQS accepts a message, so the queue is read only now:
+                        # an observer receiving during the run took a third of a core from the relay.
+                        downstream = Child(
+                            observer_args, env, logdir / "e2e-observer.log", ready_line="observing"
+                        )
+                        downstream.wait_ready()
+                    elif downstream is not None and stack.queue_depth(queues.queue_url) == 0:
                         break
                 time.sleep(0.1)
-        if measured_from is not None:
-            relay_share = (proc_cpu(relay.pid) - measured_from[1]) / max(
-                time.monotonic() - measured_from[0], 1e-9
+        if measured_from is not None and writer_done_at is not None and relay_done_at is not None:
+            relay_share = (relay_done_at[1] - measured_from[1]) / max(
+                relay_done_at[0] - measured_from[0], 1e-9
             )
             if writer_done_at is not None:
                 writer_cpu = (writer_done_at[1] - measured_from[2]) / max(
@@ -150,7 +152,8 @@ def steady(
         if writer is not None and writer.poll() is None:
             writer.kill()
             writer.wait()
-        downstream.stop()
+        if downstream is not None:
+            downstream.stop()
         relay.stop()
         stack.delete_queues(queues)
     commits = sorted(e2e.read_commits(stack.database_url).items(), key=lambda c: c[1])
