@@ -1,4 +1,7 @@
-"""What routes depend on, resolved per request from the app that `create_app` built."""
+"""What routes depend on, resolved per request from the app that `create_app` built.
+
+The resolvers are `async def` on purpose: FastAPI runs a plain `def` dependency in a worker thread, a
+thread hop (and GIL hand-over) per request for a one-line attribute read."""
 
 from __future__ import annotations
 
@@ -11,17 +14,17 @@ from flights.settings import ApiSettings
 from txoutbox.config import Settings
 
 
-def database(request: Request) -> Database:
+async def database(request: Request) -> Database:
     db: Database = request.app.state.database
     return db
 
 
-def settings(request: Request) -> Settings:
+async def settings(request: Request) -> Settings:
     value: Settings = request.app.state.settings
     return value
 
 
-def api_settings(request: Request) -> ApiSettings:
+async def api_settings(request: Request) -> ApiSettings:
     value: ApiSettings = request.app.state.api_settings
     return value
 

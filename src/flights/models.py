@@ -13,7 +13,7 @@ Rules of a booking, each failing with a message that names the problem (the 422'
 
 from __future__ import annotations
 
-import unicodedata
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -35,6 +35,9 @@ EXAMPLE_ARRIVAL = "2023-09-01T08:15:00Z"
 # One day inside Python's range on each side: every time zone offset (at most ±16 h) can show the value.
 EARLIEST = datetime.min.replace(tzinfo=UTC) + timedelta(days=1)
 LATEST = datetime.max.replace(tzinfo=UTC) - timedelta(days=1)
+# Unicode's control characters (category Cc) are exactly C0, DEL and C1: one regex search instead of a
+# category lookup per character (a per-character loop was a quarter of a booking's validation CPU).
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def _airport(value: str) -> str:
@@ -47,7 +50,7 @@ def _airport(value: str) -> str:
             "must be at most {max} characters (got {length})",
             {"max": MAX_AIRPORT_LENGTH, "length": len(value)},
         )
-    if any(unicodedata.category(ch) == "Cc" for ch in value):
+    if _CONTROL_CHARACTER.search(value):
         raise PydanticCustomError("control_characters", "must not contain control characters")
     return value
 

@@ -6,12 +6,15 @@ runs for the test. Nothing is mocked except where a fault is injected on purpose
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+import threading
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio.to_thread
 import httpx
 import orjson
 import psycopg
@@ -22,6 +25,7 @@ from psycopg.conninfo import conninfo_to_dict
 import flights.db as flights_db
 import flights.routes as flights_routes
 from flights.app import create_app
+from tests.helpers import apoll
 from txoutbox.config import DEFAULT_REGION, RelaySettings, Settings
 from txoutbox.health import read_health_sync
 
@@ -105,6 +109,27 @@ async def test_post_stores_flight_and_its_event_together(
     assert response.headers["content-type"] == "application/json"
     assert flight_rows(conn) == [(flight["id"], "Paris", "London")]
     assert outbox_rows(conn) == [("Flight", str(flight["id"]), "FlightBooked", flight)]
+
+
+async def test_a_booking_never_waits_for_a_worker_thread(
+    client: httpx.AsyncClient, conn: psycopg.Connection[Any]
+) -> None:
+    # The booking path runs on the event loop alone (FastAPI would run a plain `def` dependency in a worker
+    # thread: a hop per request). With the thread pool's only token held, a booking still completes.
+    limiter = anyio.to_thread.current_default_thread_limiter()
+    tokens = limiter.total_tokens
+    release = threading.Event()
+    limiter.total_tokens = 1
+    blocker = asyncio.ensure_future(anyio.to_thread.run_sync(release.wait))
+    try:
+        assert await apoll(lambda: limiter.borrowed_tokens == 1, timeout=5)
+        response = await asyncio.wait_for(client.post("/api/flights", json=PARIS_LONDON), 10)
+        assert response.status_code == 201, response.text
+        assert flight_rows(conn) == [(response.json()["id"], "Paris", "London")]
+    finally:
+        release.set()
+        await blocker
+        limiter.total_tokens = tokens
 
 
 async def test_post_normalises_offsets_to_utc_and_trims_airports(

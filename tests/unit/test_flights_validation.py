@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+import unicodedata
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -10,7 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from flights.assets import openapi_30, swagger_ui_dir
-from flights.models import FlightIn, flight_json, iso_utc
+from flights.models import _CONTROL_CHARACTER, FlightIn, flight_json, iso_utc
 
 VALID = {
     "departureAirport": "Paris",
@@ -72,11 +74,19 @@ def test_airport_length_is_at_most_100_characters() -> None:
     assert error["msg"] == "must be at most 100 characters (got 101)"
 
 
-@pytest.mark.parametrize("value", ["Par\x00is", "Lon\ndon"])
+@pytest.mark.parametrize("value", ["Par\x00is", "Lon\ndon", "Par\x7fis", "Lon\x85don", "Par\x9fis"])
 def test_control_characters_are_refused(value: str) -> None:
     error = only(with_(departureAirport=value))
     assert error["loc"] == ("departureAirport",)
     assert "control characters" in error["msg"]
+
+
+def test_the_control_character_check_is_unicodes_cc_category() -> None:
+    # The check is a regex over C0, DEL and C1 (cheaper than a category lookup per character): it must
+    # refuse exactly Unicode's Cc characters, no more (format characters, e.g. U+200B, are text).
+    refused = [c for c in range(sys.maxunicode + 1) if _CONTROL_CHARACTER.search(chr(c))]
+    assert refused == [c for c in range(sys.maxunicode + 1) if unicodedata.category(chr(c)) == "Cc"]
+    FlightIn.model_validate_json(orjson.dumps(with_(departureAirport="Z\u200bürich\u00a0Nord")))
 
 
 @pytest.mark.parametrize("value", [None, 12, ["Paris"], {"name": "Paris"}])
