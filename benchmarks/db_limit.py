@@ -1,8 +1,8 @@
 """The database's own ceiling: the booking transaction as raw SQL from pgbench, no HTTP, no ORM.
 
 The script is the transaction the booking API runs (flights.routes.book_flight + txoutbox.add_event_async),
-statement for statement: BEGIN; INSERT the flight RETURNING its id; the writer's own statement
-(txoutbox.queries, the outbox row behind the aggregate's advisory lock, with its wake-up); COMMIT.
+statement for statement: BEGIN; INSERT the flight RETURNING its id; the writer's one statement
+(txoutbox.queries.INSERT_EVENTS_AND_NOTIFY: the aggregate's lock row, the outbox row, the wake-up); COMMIT.
 Prepared statements (`-M prepared`), like psycopg after its fifth execution. The variants measure, on the
 same clients, the flight insert alone (the outbox tax's basis), the booking without any wake-up and with
 a NOTIFY at every commit (the trade-off of the wake-up design).
@@ -28,7 +28,7 @@ INSERT INTO public.flights (departure_airport, arrival_airport, departure_date_t
 
 # The writer's own statement (txoutbox.writer), its array parameters spelled as one-element arrays.
 _PARAMS = {
-    "event_ids": "ARRAY[gen_random_uuid()]",
+    "event_ids": "ARRAY[uuidv7()]",  # time-ordered, as txoutbox.ids.uuid7 makes them (PostgreSQL 18)
     "aggregate_types": "ARRAY['Flight']",
     "aggregate_ids": "ARRAY[(:flight_id)::bigint::text]",
     "event_types": "ARRAY['FlightBooked']",
@@ -45,15 +45,14 @@ _PARAMS = {
 VARIANTS: dict[str, list[str]] = {
     "flight_only": [],
     # What add_event(notify=True) runs: the product's wake-up.
-    "booking": [queries.INSERT_EVENTS_AND_NOTIFY, queries.AGGREGATE_UNLOCK],
-    "booking_no_wakeup": [queries.INSERT_EVENTS, queries.AGGREGATE_UNLOCK],  # add_event(notify=False)
+    "booking": [queries.INSERT_EVENTS_AND_NOTIFY],
+    "booking_no_wakeup": [queries.INSERT_EVENTS],  # add_event(notify=False)
     # The earlier wake-up, for the trade-off: a NOTIFY at every commit, whether a relay waits or not.
     "booking_notify_always": [
         queries.INSERT_EVENTS.replace(
             "SELECT count(*) FROM ins",
             f"SELECT n, pg_notify('{queries.NOTIFY_CHANNEL}', '') FROM (SELECT count(*) AS n FROM ins) AS c",
         ),
-        queries.AGGREGATE_UNLOCK,
     ],
 }
 

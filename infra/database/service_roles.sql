@@ -53,7 +53,9 @@ BEGIN
     END IF;
     IF to_regclass('txoutbox.aggregate_locks') IS NOT NULL THEN
         -- INSERT ... ON CONFLICT DO UPDATE ... WHERE false (waits on a concurrent writer) needs UPDATE
-        GRANT SELECT, INSERT, UPDATE, DELETE ON txoutbox.aggregate_locks TO txoutbox_api;
+        GRANT SELECT, INSERT, UPDATE ON txoutbox.aggregate_locks TO txoutbox_api;
+        -- relays prune the lock rows writers leave behind (SELECT ... FOR UPDATE SKIP LOCKED, DELETE)
+        GRANT SELECT, UPDATE, DELETE ON txoutbox.aggregate_locks TO txoutbox_relay;
     END IF;
 END
 $$;

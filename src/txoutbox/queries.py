@@ -11,17 +11,21 @@ import re
 NOTIFY_CHANNEL = "txoutbox_outbox"
 
 # Per-aggregate order. Writers of one aggregate are serialised by a lock ROW in txoutbox.aggregate_locks
-# (migration 0005), inserted BEFORE the outbox identity values are drawn and deleted again by the same
-# transaction (AGGREGATE_UNLOCK): a second writer of the aggregate waits on the first's uncommitted row until
-# it commits or rolls back, then finds the row gone and takes its own. So within an aggregate, id order
-# equals commit order, which is what the relay's claim relies on: it hands out an aggregate's events by row
-# id, the lowest still in the outbox first, and could otherwise publish event 2 before a slower writer
-# commits event 1. Writers of different aggregates touch different rows and never wait on each other (the
-# old 1,024 hashed advisory-lock buckets made unrelated writers wait, and deadlock across calls). Row locks
-# live in the rows, not in PostgreSQL's finite lock table, so a bulk write of any number of aggregates takes
-# them all. Rows are taken sorted within a call; two transactions writing the SAME aggregates in opposite
-# order across calls can still deadlock (PostgreSQL aborts one). `DO UPDATE ... WHERE false` never updates:
-# it only locks a row that was somehow left behind, so writers still serialise on it.
+# (migrations 0005, 0009), taken BEFORE the outbox identity values are drawn, in the same statement: a new
+# aggregate's row is inserted; an existing row (left behind by an earlier writer) is locked by
+# `ON CONFLICT ... DO UPDATE ... WHERE false`, which never updates but locks the row all the same. A second
+# writer of the aggregate waits on the first's row lock until it commits or rolls back. So within an
+# aggregate, id order equals commit order, which is what the relay's claim relies on: it hands out an
+# aggregate's events by row id, the lowest still in the outbox first, and could otherwise publish event 2
+# before a slower writer commits event 1. Writers of different aggregates touch different rows and never
+# wait on each other (the old 1,024 hashed advisory-lock buckets made unrelated writers wait, and deadlock
+# across calls). Row locks live in the rows, not in PostgreSQL's finite lock table, so a bulk write of any
+# number of aggregates takes them all. Rows are taken sorted within a call; two transactions writing the
+# SAME aggregates in opposite order across calls can still deadlock (PostgreSQL aborts one).
+# The rows stay behind (deleting them cost the writer a second statement); relays prune the ones nobody
+# holds (AGGREGATE_LOCKS_PRUNE), and the table is UNLOGGED, so neither insert nor prune writes WAL.
+# Under REPEATABLE READ, a writer of an aggregate whose row was created after its snapshot gets a
+# serialization failure (retry it), as for any row another transaction changed concurrently.
 ADVISORY_LOCK_CLASS = 0x7478  # "tx": txoutbox's class in the two-int advisory lock space
 
 INSERT_EVENTS = """
@@ -87,11 +91,12 @@ SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin,
        (SELECT n FROM txoutbox.outbox_reinserts) AS reinserts
 """
 
-# The writer's second statement: its lock rows leave with its transaction (see INSERT_EVENTS).
-AGGREGATE_UNLOCK = """
-DELETE FROM txoutbox.aggregate_locks AS l
-USING unnest(CAST(%(aggregate_types)s AS text[]), CAST(%(aggregate_ids)s AS text[])) AS k(t, i)
-WHERE l.aggregate_type = k.t AND l.aggregate_id = k.i
+# Relays' housekeeping (with their heartbeat): delete lock rows that no writer holds now, a batch at a
+# time. SKIP LOCKED passes over rows held by running writers (their lock, or their uncommitted insert);
+# a writer that comes for a row this deletes waits for the delete to commit, then inserts a fresh row.
+AGGREGATE_LOCKS_PRUNE = """
+DELETE FROM txoutbox.aggregate_locks
+WHERE ctid = ANY(ARRAY(SELECT ctid FROM txoutbox.aggregate_locks LIMIT %(limit)s FOR UPDATE SKIP LOCKED))
 """
 
 # NOTIFY only wakes relays; they always re-query. Identical notifications of one transaction are folded

@@ -24,7 +24,6 @@ from txoutbox.tracing import current_trace_context
 _INSERT_AND_NOTIFY = queries.INSERT_EVENTS_AND_NOTIFY
 _SQLA_INSERT = queries.as_sqlalchemy(queries.INSERT_EVENTS)
 _SQLA_INSERT_AND_NOTIFY = queries.as_sqlalchemy(_INSERT_AND_NOTIFY)
-_SQLA_UNLOCK = queries.as_sqlalchemy(queries.AGGREGATE_UNLOCK)
 
 
 def _params(events: Iterable[Event]) -> tuple[dict[str, Any], list[uuid.UUID]]:
@@ -85,16 +84,12 @@ def add_events(conn: Any, events: Iterable[Event], *, notify: bool = True) -> li
         return ids
     if _kind(conn) == "psycopg":
         _require_transaction(conn)
-        # Two statements (insert behind the aggregates' lock rows, then delete the lock rows: see
-        # queries.INSERT_EVENTS), sent in one round trip.
-        with getattr(conn, "connection", conn).pipeline():
-            conn.execute(_INSERT_AND_NOTIFY if notify else queries.INSERT_EVENTS, params)
-            conn.execute(queries.AGGREGATE_UNLOCK, params)
+        # One statement: the aggregates' lock rows, then the events (see queries.INSERT_EVENTS).
+        conn.execute(_INSERT_AND_NOTIFY if notify else queries.INSERT_EVENTS, params)
     else:
         from sqlalchemy import text
 
         conn.execute(text(_SQLA_INSERT_AND_NOTIFY if notify else _SQLA_INSERT), params)
-        conn.execute(text(_SQLA_UNLOCK), params)
     return ids
 
 
@@ -110,14 +105,11 @@ async def add_events_async(conn: Any, events: Iterable[Event], *, notify: bool =
         return ids
     if _kind(conn) == "psycopg":
         _require_transaction(conn)
-        async with getattr(conn, "connection", conn).pipeline():
-            await conn.execute(_INSERT_AND_NOTIFY if notify else queries.INSERT_EVENTS, params)
-            await conn.execute(queries.AGGREGATE_UNLOCK, params)
+        await conn.execute(_INSERT_AND_NOTIFY if notify else queries.INSERT_EVENTS, params)
     else:
         from sqlalchemy import text
 
         await conn.execute(text(_SQLA_INSERT_AND_NOTIFY if notify else _SQLA_INSERT), params)
-        await conn.execute(text(_SQLA_UNLOCK), params)
     return ids
 
 

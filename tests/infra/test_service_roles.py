@@ -29,7 +29,7 @@ EXPECTED = {
         "txoutbox.outbox": {"INSERT", "SELECT"},  # writes events; reads for /health
         "txoutbox.dead_letters": {"SELECT"},  # /health
         "txoutbox.relays": {"SELECT"},  # /health
-        "txoutbox.aggregate_locks": {"SELECT", "INSERT", "UPDATE", "DELETE"},  # the writer's aggregate locks
+        "txoutbox.aggregate_locks": {"SELECT", "INSERT", "UPDATE"},  # the writer's aggregate locks
         "txoutbox.idle_relays": {"SELECT"},  # the writer notifies only while a relay waits
     },
     "txoutbox_relay": {
@@ -40,6 +40,7 @@ EXPECTED = {
         "txoutbox.published": {"SELECT", "INSERT"},
         "txoutbox.idle_relays": {"SELECT", "INSERT", "UPDATE", "DELETE"},
         "txoutbox.outbox_reinserts": {"SELECT"},  # every claim reads it (the low-water mark)
+        "txoutbox.aggregate_locks": {"SELECT", "UPDATE", "DELETE"},  # prunes the lock rows writers leave
     },
     "txoutbox_payments": {
         "public.payments": {"SELECT", "INSERT"},

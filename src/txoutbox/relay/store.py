@@ -43,6 +43,25 @@ LOW_WATER_SECONDS = 0.025
 RESCAN_SECONDS = 2.0
 
 
+# Lock rows writers left behind (queries.AGGREGATE_LOCKS_PRUNE), pruned with each heartbeat: up to
+# PRUNE_BATCHES batches of PRUNE_BATCH rows, each its own short transaction, so no batch holds many row
+# locks for long (a writer coming back to one of them waits for its batch). 5 s heartbeats clear 40,000
+# new aggregates a second.
+PRUNE_BATCH = 2_000
+PRUNE_BATCHES = 100
+
+
+async def prune_aggregate_locks(conn: psycopg.AsyncConnection[Any]) -> int:
+    """Delete the aggregate lock rows no writer holds now (autocommit `conn`); return how many."""
+    pruned = 0
+    for _ in range(PRUNE_BATCHES):
+        cur = await conn.execute(queries.AGGREGATE_LOCKS_PRUNE, {"limit": PRUNE_BATCH})
+        pruned += cur.rowcount
+        if cur.rowcount < PRUNE_BATCH:
+            break
+    return pruned
+
+
 @dataclass(slots=True)
 class ClaimedRow:
     """One leased outbox row, with its message ready to send."""
@@ -372,6 +391,7 @@ class RelayStore:
             )
             health = await read_health(conn, self.settings)
             await conn.execute(queries.RELAY_PRUNE)
+            await prune_aggregate_locks(conn)
         return health
 
     async def flip_alert(self, state: str, detail: dict[str, Any]) -> bool:
