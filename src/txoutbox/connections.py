@@ -102,6 +102,7 @@ async def open_pool(
     name: str,
     timeouts: DbTimeouts | None = None,
     custom_plans: bool = False,
+    min_size: int = 1,
 ) -> AsyncConnectionPool[Any]:
     """An autocommit pool, opened without waiting: a database that is down at start-up is retried later.
     Its connections are bounded by `timeouts` (default: DbTimeouts.from_env()).
@@ -117,7 +118,7 @@ async def open_pool(
         conninfo = make_conninfo(conninfo, options=f"{options} -c plan_cache_mode=force_custom_plan".strip())
     pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
         conninfo,
-        min_size=1,
+        min_size=min_size,
         max_size=max_size,
         kwargs={"autocommit": True, **KEEPALIVES},
         open=False,

@@ -118,7 +118,11 @@ NOTIFY = f"SELECT pg_notify('{NOTIFY_CHANNEL}', '')"
 # Cost: every check is an index probe per candidate row, never a scan of the backlog.
 # - `OFFSET 0` keeps the held-back check a per-row probe of outbox_aggregate_idx: without it the planner
 #   turns the NOT EXISTS into an anti-join over a sequential scan of the whole outbox (about 20 ms per
-#   claim with a 100,000-event backlog, the relay's bottleneck).
+#   claim with a 100,000-event backlog, the relay's bottleneck). It runs only for a row with an earlier
+#   event of its aggregate in the table (`prev`): without one there is nothing it could find. (It only
+#   keeps rows that would wait out of the LIMIT; the chain below alone keeps the order.)
+# - The dead-letter probe runs only while the dead_letters table holds a row at all (`dead`, one look per
+#   claim, in the statement's snapshot): an empty table cannot hold back anything.
 # - "every earlier event is in this claim" is checked as a chain: each candidate's immediate predecessor
 #   in the table (`prev_id`, one backward index probe) must be its predecessor among the candidates (`lag`),
 #   and so for all candidates of its aggregate before it (`bool_and` running over the aggregate). By
@@ -130,31 +134,42 @@ NOTIFY = f"SELECT pg_notify('{NOTIFY_CHANNEL}', '')"
 #   walk all of them, each claim. Events that come back under their old ids (dead letters retried) bump
 #   `outbox_reinserts` in the same transaction: a mark read before that no longer matches, and the claim
 #   scans from 0, so the order checks always see every earlier event.
+# - The candidate scan itself may start later, at `start` >= `low`: past the rows this relay has just
+#   claimed and still holds (txoutbox.relay.store: they would be walked, leased, by every claim). Where the
+#   scan starts never affects the order (the checks above look from `low`); rows it passes over are seen
+#   by the next claim from `low`.
 CLAIM = """
 WITH mark AS (
     SELECT CASE WHEN %(reinserts)s = (SELECT n FROM txoutbox.outbox_reinserts) THEN %(low)s ELSE 0
-           END AS low
+           END AS low,
+           CASE WHEN %(reinserts)s = (SELECT n FROM txoutbox.outbox_reinserts) THEN %(start)s ELSE 0
+           END AS start
+),
+dead AS (
+    SELECT EXISTS (SELECT 1 FROM txoutbox.dead_letters) AS any_dead
 ),
 candidate AS (
-    SELECT o.id, o.aggregate_type, o.aggregate_id, o.payload_bytes,
-           (SELECT p.id FROM txoutbox.outbox AS p
-            WHERE p.aggregate_type = o.aggregate_type AND p.aggregate_id = o.aggregate_id AND p.id < o.id
-              AND p.id >= (SELECT low FROM mark)
-            ORDER BY p.id DESC
-            LIMIT 1) AS prev_id
+    SELECT o.id, o.aggregate_type, o.aggregate_id, o.payload_bytes, prev.id AS prev_id
     FROM txoutbox.outbox AS o
-    WHERE o.id >= (SELECT low FROM mark)
+    LEFT JOIN LATERAL (
+        SELECT p.id FROM txoutbox.outbox AS p
+        WHERE p.aggregate_type = o.aggregate_type AND p.aggregate_id = o.aggregate_id AND p.id < o.id
+          AND p.id >= (SELECT low FROM mark)
+        ORDER BY p.id DESC
+        LIMIT 1
+    ) AS prev ON true
+    WHERE o.id >= (SELECT start FROM mark)
       AND o.next_attempt_at <= now()
       AND (o.locked_until IS NULL OR o.locked_until <= now())
-      AND NOT EXISTS (
+      AND (prev.id IS NULL OR NOT EXISTS (
           SELECT 1 FROM txoutbox.outbox AS p
           WHERE p.aggregate_type = o.aggregate_type AND p.aggregate_id = o.aggregate_id AND p.id < o.id
             AND p.id >= (SELECT low FROM mark)
             AND (p.next_attempt_at > now() OR p.locked_until > now())
-          OFFSET 0)
-      AND NOT EXISTS (
+          OFFSET 0))
+      AND (NOT (SELECT any_dead FROM dead) OR NOT EXISTS (
           SELECT 1 FROM txoutbox.dead_letters AS d
-          WHERE d.aggregate_type = o.aggregate_type AND d.aggregate_id = o.aggregate_id)
+          WHERE d.aggregate_type = o.aggregate_type AND d.aggregate_id = o.aggregate_id))
     ORDER BY o.id
     LIMIT %(limit)s
     FOR UPDATE OF o SKIP LOCKED

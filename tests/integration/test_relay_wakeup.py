@@ -127,11 +127,11 @@ async def test_claims_skip_the_deleted_prefix_under_a_pinned_horizon(database_ur
             }
             explain = conn.execute(
                 "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + queries.CLAIM,
-                {**claim, "relay_id": "probe", "low": mark},
+                {**claim, "relay_id": "probe", "low": mark, "start": mark},
             ).fetchone()
             from_start = conn.execute(
                 "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + queries.CLAIM,
-                {**claim, "relay_id": "probe2", "low": 0},
+                {**claim, "relay_id": "probe2", "low": 0, "start": 0},
             ).fetchone()
     finally:
         holder.close()
@@ -177,3 +177,63 @@ async def test_a_retried_dead_letter_is_claimed_before_later_events_of_its_aggre
 async def _mark_after(store: RelayStore, second: int) -> bool:
     await store.claim(0)  # a claim of nothing: only the look at the low-water mark
     return store.scan_start == second
+
+
+def _seed_distinct(database_url: str, events: int) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            """
+            INSERT INTO txoutbox.outbox (event_id, aggregate_type, aggregate_id, event_type, payload)
+            SELECT gen_random_uuid(), 'Flight', n::text, 'FlightBooked', jsonb_build_object('n', n)
+            FROM generate_series(1, %s) AS n
+            """,
+            (events,),
+        )
+
+
+async def test_a_claim_after_a_short_one_starts_from_the_low_water_mark_again(database_url: str) -> None:
+    # A claim that follows a full one starts at the frontier (past the rows in hand). Events given back
+    # below it must not wait for the backlog beyond it: once a claim comes back short, the next scans
+    # from the low-water mark and finds them.
+    _seed_distinct(database_url, 30)
+    store = RelayStore(_settings(database_url), "frontier-test")
+    await store.open()
+    try:
+        store.rescan_seconds = store.from_low_seconds = 3600.0  # only the short-claim rule may help
+        first = await store.claim(10)
+        await store.acknowledge(Outcome(released=[r.row_id for r in first[:5]]), lambda: False)
+        second = await store.claim(10)
+        assert [r.row_id for r in second] == [r.row_id + 10 for r in first], "not from the frontier"
+        assert len(await store.claim(10)) == 10
+        assert await store.claim(10) == []  # the frontier is past the end: short
+        again = await store.claim(10)
+        assert [r.row_id for r in again] == [r.row_id for r in first[:5]]
+    finally:
+        await store.close()
+
+
+async def test_events_given_back_below_the_frontier_are_claimed_while_a_backlog_lasts(
+    database_url: str,
+) -> None:
+    # Full claims keep starting at the frontier; at least one every `from_low_seconds` scans from the
+    # low-water mark, so an event given back (a failed round, another relay's expired lease) is not left
+    # until the whole backlog has gone.
+    _seed_distinct(database_url, 3_000)
+    store = RelayStore(_settings(database_url), "frontier-test")
+    await store.open()
+    try:
+        store.rescan_seconds = 3600.0
+        store.from_low_seconds = 0.02
+        first = await store.claim(10)
+        given_back = {r.row_id for r in first[:5]}
+        await store.acknowledge(Outcome(released=sorted(given_back)), lambda: False)
+        claimed: set[int] = set()
+        for _ in range(290):  # fewer claims than the backlog holds: each one comes back full
+            rows = await store.claim(10)
+            assert len(rows) == 10
+            claimed |= {r.row_id for r in rows}
+            if given_back <= claimed:
+                break
+        assert given_back <= claimed, "events given back waited for the end of the backlog"
+    finally:
+        await store.close()

@@ -142,21 +142,25 @@ class SqsPublisher:
         """Send `messages` (at `indexes` of the caller's batch); failures by the caller's index; the SQS
         MessageId of each sent message into `sent`."""
         client = await self._get_client()
-        entries = [
-            {
-                "Id": str(i),
-                "MessageBody": m.body.decode(),
-                "MessageGroupId": m.aggregate_id,
-                "MessageDeduplicationId": m.deduplication_id or m.event_id.hex,
-                "MessageAttributes": {
-                    "eventType": {"DataType": "String", "StringValue": m.event_type},
-                    "eventId": {"DataType": "String", "StringValue": str(m.event_id)},
-                    **{k: {"DataType": "String", "StringValue": v} for k, v in m.attributes.items()},
-                    **spans.message_attributes(i),
-                },
+        entries = []
+        for i, m in zip(indexes, messages, strict=True):
+            attributes = {
+                "eventType": {"DataType": "String", "StringValue": m.event_type},
+                "eventId": {"DataType": "String", "StringValue": str(m.event_id)},
             }
-            for i, m in zip(indexes, messages, strict=True)
-        ]
+            for k, v in m.attributes.items():
+                attributes[k] = {"DataType": "String", "StringValue": v}
+            if spans.spans:
+                attributes.update(spans.message_attributes(i))
+            entries.append(
+                {
+                    "Id": str(i),
+                    "MessageBody": m.body.decode(),
+                    "MessageGroupId": m.aggregate_id,
+                    "MessageDeduplicationId": m.deduplication_id or m.event_id.hex,
+                    "MessageAttributes": attributes,
+                }
+            )
         try:
             response = await client.send_message_batch(QueueUrl=self.queue_url, Entries=entries)
         except Exception as exc:

@@ -450,10 +450,15 @@ class Relay:
             self.published_total += len(outcome.published)
             self.metrics.published.inc(len(outcome.published))
             now = dt.datetime.now(dt.UTC)
-            published = set(outcome.published)
-            for row in rows:
-                if row.row_id in published:
-                    self.metrics.delivery_latency.observe((now - row.created_at).total_seconds())
+            observe = self.metrics.delivery_latency.observe
+            if len(outcome.published) == len(rows):  # the usual outcome: no set of ids needed
+                for row in rows:
+                    observe((now - row.created_at).total_seconds())
+            else:
+                published = set(outcome.published)
+                for row in rows:
+                    if row.row_id in published:
+                        observe((now - row.created_at).total_seconds())
         if outcome.dead_ids:
             self.metrics.dead_lettered.inc(len(outcome.dead_ids))
 

@@ -41,7 +41,12 @@ ACK_TRIES = 5
 # Every RESCAN_SECONDS one claim scans from the start anyway (events inserted by hand with explicit ids).
 LOW_WATER_SECONDS = 0.025
 RESCAN_SECONDS = 2.0
-
+# Draining a backlog, a claim from `low` first walks every row this relay holds leased (every claim in
+# hand): with 3 claims of 500 in hand, each claim walked 1,500 rows to lease 500. So a claim
+# that follows a full one starts where it ended (its `frontier`, queries.CLAIM's `start`); at least one
+# claim every FROM_LOW_SECONDS, and every claim after one that came back short (no backlog ahead), starts
+# at `low` again and finds what the others passed over (events released, retries come due).
+FROM_LOW_SECONDS = 0.1
 
 # Lock rows writers left behind (queries.AGGREGATE_LOCKS_PRUNE), pruned with each heartbeat: up to
 # PRUNE_BATCHES batches of PRUNE_BATCH rows, each its own short transaction, so no batch holds many row
@@ -101,6 +106,10 @@ class RelayStore:
         self._low_water_at = 0.0
         self._rescan_at = 0.0
         self.rescan_seconds = RESCAN_SECONDS
+        self._frontier = 0  # one past the highest id claimed; claims may start there (FROM_LOW_SECONDS)
+        self._ahead = False  # the last claim came back full: a backlog lies beyond the frontier
+        self._from_low_at = 0.0
+        self.from_low_seconds = FROM_LOW_SECONDS
 
     async def open(self) -> None:
         self._pool = await open_pool(
@@ -108,6 +117,10 @@ class RelayStore:
             max_size=self.settings.relay.workers + 3,
             name="txoutbox-relay",
             custom_plans=True,  # the claim's plan must fit the backlog it meets (see open_pool)
+            # The claims in flight (one per worker and one more) find their connections ready: a
+            # connection opened on demand costs the first claims of a backlog a handshake each (opened in
+            # the background: a database down at start-up is retried as before).
+            min_size=self.settings.relay.workers + 1,
         )
 
     async def close(self) -> None:
@@ -141,19 +154,24 @@ class RelayStore:
         """Lease up to `limit` claimable events (one statement), in id order, encoded for the wire."""
         started = time.monotonic()
         async with self.pool.connection() as conn:
+            low, start = await self._scan_from(conn)
             cur = await conn.execute(
                 queries.CLAIM,
                 {
                     "limit": limit,
                     "relay_id": self.relay_id,
                     "lease_seconds": self.settings.relay.lease_seconds,
-                    "low": await self._scan_from(conn),
+                    "low": low,
+                    "start": start,
                     "reinserts": self._reinserts,
                     "max_claim_bytes": self.settings.relay.max_claim_bytes,
                     "max_payload_bytes": self.settings.relay.max_message_bytes,
                 },
             )
             records = await cur.fetchall()
+        self._ahead = limit > 0 and len(records) >= limit
+        if records:
+            self._frontier = max(self._frontier, max(r[0] for r in records) + 1)
         rs = self.settings.relay
         rows = []
         for (
@@ -203,19 +221,24 @@ class RelayStore:
             )
             return {row[0] for row in await cur.fetchall()}
 
-    async def _scan_from(self, conn: Any) -> int:
-        """Where this claim's scan starts: 0 for the periodic full rescan, else the low-water mark."""
+    async def _scan_from(self, conn: Any) -> tuple[int, int]:
+        """Where this claim's order checks look from (0 for the periodic full rescan, else the low-water
+        mark), and where its scan starts: there too, or at the frontier (FROM_LOW_SECONDS)."""
         now = time.monotonic()
         if now >= self._rescan_at:
             self._rescan_at = now + self.rescan_seconds
-            return 0
+            self._from_low_at = now + self.from_low_seconds
+            return 0, 0
         if now >= self._low_water_at:
             self._low_water_at = now + LOW_WATER_SECONDS
             cur = await conn.execute(queries.LOW_WATER, {"low": self._low})
             row = await cur.fetchone()
             if row is not None:
                 self._advance(*row)
-        return self._low
+        if not self._ahead or now >= self._from_low_at:
+            self._from_low_at = now + self.from_low_seconds
+            return self._low, self._low
+        return self._low, max(self._low, self._frontier)
 
     def _advance(self, xmin: int, xmax: int, live_min: int | None, reinserts: int) -> None:
         if reinserts != self._reinserts:  # events came back under old ids: start again from 0
