@@ -34,7 +34,9 @@ from benchmarks.infra import (
     ROOT,
     Child,
     Stack,
+    TreeCpu,
     median,
+    postmaster_pid,
     progress,
     python_module,
     seed_backlog,
@@ -332,9 +334,24 @@ class Suite:
             try:
                 _wait_http(url + "/", 30)
                 run_load(url + "/api/flights", 32, 2, self.logdir)  # warm-up: pools, prepared statements
-                runs: dict[str, list[float]] = {"rps": [], "p50": [], "p99": [], "errors": [], "loader": []}
+                runs: dict[str, list[float]] = {
+                    "rps": [],
+                    "p50": [],
+                    "p99": [],
+                    "errors": [],
+                    "loader": [],
+                    "api_cpu_ms": [],
+                    "db_cpu_ms": [],
+                }
+                assert self.stack.pg is not None
+                postmaster = postmaster_pid(self.stack.pg.data_dir)
                 for n in range(self.plan.runs):
+                    # CPU per booking of the API's processes and of PostgreSQL (the basis of the ratio: both
+                    # share the cores, so the API can only reach the limit by costing less than the database)
+                    api_cpu, db_cpu = TreeCpu(server.pid), TreeCpu(postmaster)
                     r = run_load(url + "/api/flights", 32, self.plan.api_seconds, self.logdir)
+                    runs["api_cpu_ms"].append(api_cpu.used() * 1000 / max(r.requests, 1))
+                    runs["db_cpu_ms"].append(db_cpu.used() * 1000 / max(r.requests, 1))
                     runs["rps"].append(r.requests_per_s)
                     runs["p50"].append(r.p50_ms)
                     runs["p99"].append(r.p99_ms)
@@ -344,7 +361,8 @@ class Suite:
                         f"api ({workers} worker{'s' if workers > 1 else ''}, 32 connections, {r.tool}) "
                         f"run {n + 1}: {r.requests_per_s:,.0f} bookings/s, p50 {r.p50_ms:.1f} ms, "
                         f"p99 {r.p99_ms:.1f} ms, {r.errors} errors, load generator CPU "
-                        f"{r.loader_cpu_share:.0%} of a core"
+                        f"{r.loader_cpu_share:.0%} of a core; CPU per booking: API "
+                        f"{runs['api_cpu_ms'][-1]:.2f} ms, PostgreSQL {runs['db_cpu_ms'][-1]:.2f} ms"
                     )
             finally:
                 server.stop()
@@ -359,6 +377,10 @@ class Suite:
         )
         self.extra["api_load_generator_cpu_share"] = median(chosen["loader"])
         self.extra["api_workers_used"] = best
+        self.extra["api_cpu_ms_per_booking"] = {
+            "api": median(chosen["api_cpu_ms"]),
+            "postgresql": median(chosen["db_cpu_ms"]),
+        }
         self.extra["api_by_workers"] = {
             str(w): {k: median(v) for k, v in c.items()} | {"runs_rps": c["rps"]} for w, c in configs.items()
         }

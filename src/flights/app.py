@@ -51,8 +51,8 @@ def create_app(settings: Settings, api_settings: ApiSettings | None = None) -> F
     app.state.settings = settings
     app.state.api_settings = api_settings or ApiSettings.from_env()
     http.install(app)
+    app.include_router(router)  # first: routes are matched in order, and bookings are the hot path
     install_swagger_ui(app, "Flights booking service")
-    app.include_router(router)
     return app
 
 
