@@ -72,6 +72,7 @@ def steady(
     queues = stack.new_queues(f"e2e-{consumer}")
     env = stack.env(queues)
     sent_csv = logdir / f"e2e-{consumer}-{run}-sent.csv"
+    sent_csv.unlink(missing_ok=True)  # an earlier pass's file must not stand in for this one's
     relay = Child(
         txoutbox("relay"),
         {**env, **(relay_env or {})},
@@ -110,6 +111,8 @@ def steady(
         with psycopg.connect(stack.database_url, autocommit=True) as conn:
             deadline = start + warmup + seconds + 300
             while time.monotonic() < deadline:
+                if relay.proc.poll() is not None:
+                    raise RuntimeError(f"the relay exited ({relay.proc.returncode}): {relay.tail()}")
                 now = time.monotonic()
                 backlog.append((now - start - warmup, outbox_count(conn)))
                 if measured_from is None and now - start >= warmup:
