@@ -1,5 +1,6 @@
-"""A claim made ahead waits for every round of the claim in hand: it must not hold other aggregates' events
-behind a long one (a 1,000-event burst goes out one round per event)."""
+"""Nothing claimed waits behind another claim's rounds: a long claim (a 1,000-event burst goes out one round
+per event) must not hold other aggregates' events. (This was a claim made ahead; the relay now publishes
+each claim in a task of its own, relay/engine.py.)"""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ async def test_events_behind_a_long_aggregate_are_left_to_another_relay(settings
     seed_events(settings.database_url, {"B": 1})  # after all of A
     broker = SlowBroker()
     async with running_relay(settings, broker):
-        assert await apoll(lambda: published(broker, "A") >= 3, 20)  # in A's rounds, its claim ahead made
+        assert await apoll(lambda: published(broker, "A") >= 3, 20)  # in A's rounds, its next claim made
         async with running_relay(settings, broker):
             assert await apoll(lambda: published(broker, "B") == 1, 20)
             a_before_b = published(broker, "A")
