@@ -10,6 +10,7 @@ a NOTIFY at every commit (the trade-off of the wake-up design).
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from dataclasses import dataclass
@@ -26,6 +27,20 @@ INSERT INTO public.flights (departure_airport, arrival_airport, departure_date_t
 {{event}}COMMIT;
 """
 
+# The booking's payload as the API's writer serialises it (a 7-digit flight id), for its stated size.
+_PAYLOAD_BYTES = len(
+    json.dumps(
+        {
+            "id": 1_000_000,
+            "departureAirport": DEPARTURE,
+            "arrivalAirport": ARRIVAL,
+            "departureDateTime": DEPARTURE_AT,
+            "arrivalDateTime": ARRIVAL_AT,
+        },
+        separators=(",", ":"),
+    ).encode()
+)
+
 # The writer's own statement (txoutbox.writer), its array parameters spelled as one-element arrays.
 _PARAMS = {
     "event_ids": "ARRAY[uuidv7()]",  # time-ordered, as txoutbox.ids.uuid7 makes them (PostgreSQL 18)
@@ -39,6 +54,8 @@ _PARAMS = {
         f"'departureAirport', '{DEPARTURE}', 'arrivalAirport', '{ARRIVAL}', "
         f"'departureDateTime', '{DEPARTURE_AT}', 'arrivalDateTime', '{ARRIVAL_AT}')]"
     ),
+    # The writer states the size of the JSON it sends (a number, as txoutbox.writer passes it).
+    "payload_bytes": f"ARRAY[{_PAYLOAD_BYTES}]",
 }
 
 # name -> the writer's statements in the transaction (none: the flight insert alone)

@@ -33,8 +33,8 @@ WITH ev AS (
     SELECT *
     FROM unnest(
         CAST(%(event_ids)s AS uuid[]), CAST(%(aggregate_types)s AS text[]), CAST(%(aggregate_ids)s AS text[]),
-        CAST(%(event_types)s AS text[]), CAST(%(payloads)s AS jsonb[])
-    ) WITH ORDINALITY AS e(event_id, aggregate_type, aggregate_id, event_type, payload, n)
+        CAST(%(event_types)s AS text[]), CAST(%(payloads)s AS jsonb[]), CAST(%(payload_bytes)s AS integer[])
+    ) WITH ORDINALITY AS e(event_id, aggregate_type, aggregate_id, event_type, payload, payload_bytes, n)
 ),
 locked AS (
     INSERT INTO txoutbox.aggregate_locks (aggregate_type, aggregate_id)
@@ -46,9 +46,9 @@ ordered AS (
     SELECT count(*) AS locks FROM locked
 ),
 ins AS (
-    INSERT INTO txoutbox.outbox (event_id, aggregate_type, aggregate_id, event_type, payload, traceparent,
-                                 tracestate)
-    SELECT ev.event_id, ev.aggregate_type, ev.aggregate_id, ev.event_type, ev.payload,
+    INSERT INTO txoutbox.outbox (event_id, aggregate_type, aggregate_id, event_type, payload, payload_bytes,
+                                 traceparent, tracestate)
+    SELECT ev.event_id, ev.aggregate_type, ev.aggregate_id, ev.event_type, ev.payload, ev.payload_bytes,
            CAST(%(traceparent)s AS text), CAST(%(tracestate)s AS text)
     FROM ev CROSS JOIN ordered
     ORDER BY ev.n
@@ -113,7 +113,8 @@ NOTIFY = f"SELECT pg_notify('{NOTIFY_CHANNEL}', '')"
 # Memory: the claim also stops at a byte budget (`max_claim_bytes`, the running sum of the payloads' sizes
 # in id order, a prefix, so the per-aggregate chain above still holds), and a payload too large to ever be
 # sent (over `max_payload_bytes`) comes back as NULL with its size: the relay dead-letters it unread.
-# Sizes come from the stored `payload_bytes` column, so neither check reads a payload.
+# Sizes come from the stored `payload_bytes` column (the writer's JSON size, migration 0010), so neither
+# check reads a payload; a row inserted without one (plain SQL) is measured here instead.
 #
 # Cost: every check is an index probe per candidate row, never a scan of the backlog.
 # - `OFFSET 0` keeps the held-back check a per-row probe of outbox_aggregate_idx: without it the planner
@@ -149,7 +150,8 @@ dead AS (
     SELECT EXISTS (SELECT 1 FROM txoutbox.dead_letters) AS any_dead
 ),
 candidate AS (
-    SELECT o.id, o.aggregate_type, o.aggregate_id, o.payload_bytes, prev.id AS prev_id
+    SELECT o.id, o.aggregate_type, o.aggregate_id,
+           coalesce(o.payload_bytes, octet_length(o.payload::text)) AS payload_bytes, prev.id AS prev_id
     FROM txoutbox.outbox AS o
     LEFT JOIN LATERAL (
         SELECT p.id FROM txoutbox.outbox AS p
@@ -181,9 +183,9 @@ chain AS (
     FROM candidate AS c
 ),
 claimable AS (
-    SELECT s.id
+    SELECT s.id, s.payload_bytes
     FROM (
-        SELECT ch.id,
+        SELECT ch.id, ch.payload_bytes,
                bool_and(ch.linked)
                    OVER (PARTITION BY ch.aggregate_type, ch.aggregate_id ORDER BY ch.id) AS ok,
                sum(least(ch.payload_bytes, %(max_payload_bytes)s)) OVER (ORDER BY ch.id)
@@ -197,8 +199,8 @@ SET locked_by = %(relay_id)s, locked_until = now() + make_interval(secs => %(lea
 FROM claimable AS c
 WHERE o.id = c.id
 RETURNING o.id, o.event_id, o.aggregate_type, o.aggregate_id, o.event_type,
-          CASE WHEN o.payload_bytes <= %(max_payload_bytes)s THEN o.payload::text END, o.created_at,
-          o.attempts, o.traceparent, o.tracestate, o.payload_bytes
+          CASE WHEN c.payload_bytes <= %(max_payload_bytes)s THEN o.payload::text END, o.created_at,
+          o.attempts, o.traceparent, o.tracestate, c.payload_bytes
 """
 
 # Published: gone. Whoever holds the lease now, the broker has the message.
@@ -320,8 +322,10 @@ moved AS (
               tracestate
 )
 INSERT INTO txoutbox.outbox
-    (id, event_id, aggregate_type, aggregate_id, event_type, payload, created_at, traceparent, tracestate)
-SELECT id, event_id, aggregate_type, aggregate_id, event_type, payload, created_at, traceparent, tracestate
+    (id, event_id, aggregate_type, aggregate_id, event_type, payload, payload_bytes, created_at, traceparent,
+     tracestate)
+SELECT id, event_id, aggregate_type, aggregate_id, event_type, payload, octet_length(payload::text),
+       created_at, traceparent, tracestate
 FROM moved
 RETURNING id
 """

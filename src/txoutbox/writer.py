@@ -34,6 +34,7 @@ def _params(events: Iterable[Event]) -> tuple[dict[str, Any], list[uuid.UUID]]:
         "aggregate_ids": [],
         "event_types": [],
         "payloads": [],
+        "payload_bytes": [],  # sizes stated by the writer: the server does not re-serialise (migration 0010)
     }
     for event in events:
         if not isinstance(event, Event):
@@ -44,6 +45,7 @@ def _params(events: Iterable[Event]) -> tuple[dict[str, Any], list[uuid.UUID]]:
         params["aggregate_ids"].append(event.aggregate_id)
         params["event_types"].append(event.event_type)
         params["payloads"].append(payload.decode())
+        params["payload_bytes"].append(len(payload))
     # The writer's trace context, for the relay's and the consumer's spans (None without OpenTelemetry).
     params["traceparent"], params["tracestate"] = current_trace_context()
     return params, ids

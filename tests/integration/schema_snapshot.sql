@@ -135,7 +135,7 @@ CREATE TABLE txoutbox.outbox (
     locked_until timestamp with time zone,
     traceparent text,
     tracestate text,
-    payload_bytes integer GENERATED ALWAYS AS (octet_length((payload)::text)) STORED
+    payload_bytes integer
 )
 WITH (fillfactor='70', autovacuum_vacuum_scale_factor='0.01', autovacuum_vacuum_insert_scale_factor='0.01');
 
