@@ -15,6 +15,7 @@ from devstack.sqs import FauxqsProcess, set_fault
 from tests.helpers import apoll, outbox_count, running_relay, seed_events
 from txoutbox.config import Settings
 from txoutbox.health import read_health_sync
+from txoutbox.publishers.sqs import SqsPublisher
 
 
 @pytest.fixture
@@ -83,3 +84,40 @@ async def test_a_standard_queue_opens_the_circuit_before_any_event_goes_to_it(
         assert health and "QueueNotFifo" in " ".join(health["reasons"])
     received = sqs.receive_message(QueueUrl=standard, MaxNumberOfMessages=10).get("Messages", [])
     assert received == []
+
+
+class _ProbeBreaksOnce(SqsPublisher):
+    """The real publisher, whose next probe fails in a way no handler expects (a client library's bug):
+    a fault fauxqs cannot produce."""
+
+    break_next_probe = False
+
+    async def probe(self) -> None:
+        if self.break_next_probe:
+            self.break_next_probe = False
+            raise RuntimeError("unexpected failure inside the probe")
+        await super().probe()
+
+
+async def test_a_probe_that_fails_unexpectedly_does_not_leave_the_circuit_half_open(
+    settings: Settings, fault_switch: str
+) -> None:
+    # Left half-open by the failed probe, no loop of the relay ever probed or claimed again: it sat idle
+    # with a backlog, using no CPU.
+    assert settings.sqs_queue_url
+    publisher = _ProbeBreaksOnce(
+        settings.sqs_queue_url,
+        region=settings.aws_region,
+        endpoint_url=settings.sqs_endpoint_url,
+        local_credentials=True,
+        timeout_seconds=2,
+    )
+    set_fault(fault_switch, "deny")
+    seed_events(settings.database_url, {f"H{i}": 2 for i in range(5)})
+    async with running_relay(settings, publisher) as relay:
+        assert await apoll(lambda: not relay.circuit.closed, 10)
+        publisher.break_next_probe = True
+        set_fault(fault_switch, "allow")
+        assert await apoll(lambda: not publisher.break_next_probe, 15)  # the probe broke
+        assert await apoll(lambda: outbox_count(settings.database_url) == 0, 15), relay.circuit.state
+        assert relay.circuit.closed

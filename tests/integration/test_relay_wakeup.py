@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
@@ -9,10 +10,11 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.helpers import apoll, outbox_count, running_relay
+from tests.helpers import apoll, outbox_count, running, running_relay
 from txoutbox import Event, add_event, queries
 from txoutbox.config import RelaySettings, Settings
 from txoutbox.publishers.null import NullPublisher
+from txoutbox.relay import Relay
 from txoutbox.relay.store import Outcome, RelayStore
 
 
@@ -237,3 +239,38 @@ async def test_events_given_back_below_the_frontier_are_claimed_while_a_backlog_
         assert given_back <= claimed, "events given back waited for the end of the backlog"
     finally:
         await store.close()
+
+
+def _idle_rows(database_url: str) -> int:
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("SELECT count(*) FROM txoutbox.idle_relays WHERE until > now()").fetchone()
+        return int(row[0]) if row else 0
+
+
+async def test_an_announcement_overtaken_by_a_withdrawal_does_not_leave_writers_silent(
+    database_url: str,
+) -> None:
+    # Two loops: one announces idle; the other finds events while the announcement is on its way and
+    # withdraws it first. The relay then believed it was idle with no row left: writers sent no NOTIFY,
+    # and the next event waited for the fallback poll (60 s here; 1 s by default).
+    settings = _settings(database_url, poll_interval=60.0, workers=2)
+    relay = Relay(settings, NullPublisher())
+    announce = relay.store.announce_idle
+    gate, held = asyncio.Event(), asyncio.Event()
+
+    async def slow_announce(valid_seconds: float) -> bool:
+        done = await announce(valid_seconds)
+        if not gate.is_set():  # the first announcement: its answer is delayed (a slow round trip)
+            held.set()
+            await gate.wait()
+        return done
+
+    relay.store.announce_idle = slow_announce  # type: ignore[method-assign]
+    async with running(relay):
+        await asyncio.wait_for(held.wait(), 10)
+        _book(database_url, "first")
+        assert await apoll(lambda: relay.published_total == 1, 5)
+        gate.set()
+        assert await apoll(lambda: _idle_rows(database_url) == 1, 5), "quiet relay, no idle row"
+        _book(database_url, "second")
+        assert await apoll(lambda: relay.published_total == 2, 5), "the next event waited for the poll"

@@ -104,6 +104,10 @@ class Relay:
         self.published_total = 0
         self._work_at = time.monotonic()  # when a claim last found events
         self._idle = False  # announced idle: writers notify
+        # Announcing and withdrawing take turns (one round trip at a time): a withdrawal that reached the
+        # database before an announcement sent earlier left the relay waiting for notifications no writer
+        # sent (until the fallback poll).
+        self._idle_lock = asyncio.Lock()
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -237,8 +241,10 @@ class Relay:
         # written. At most CLAIMS_IN_HAND claims per loop are published at once (leases held, memory); the
         # loop claims only when one is free, so no claimed event waits behind another claim's rounds.
         in_hand: set[asyncio.Task[None]] = set()
+        probing = False  # this loop holds the circuit's half-open probe (Circuit.try_probe)
         try:
             while not self._stopping:
+                probing = False
                 if len(in_hand) >= CLAIMS_IN_HAND:
                     await asyncio.wait(in_hand, return_when=asyncio.FIRST_COMPLETED)
                 for task in [t for t in in_hand if t.done()]:
@@ -246,18 +252,17 @@ class Relay:
                     task.result()  # a publication that failed unexpectedly restarts this loop (_supervise)
                 if self._stopping:
                     break
-                probing = False
                 if not self.circuit.closed:
                     if not self.circuit.try_probe():
                         await self._sleep(max(0.01, min(self.circuit.seconds_to_probe(), rs.poll_interval)))
                         continue
+                    probing = True
                     # Half-open: first the broker's own check (cheap, and it catches a misconfiguration
                     # a send would not); then, if events wait, a small real batch decides.
                     error = await self._probe_broker()
                     if error is not None:
                         await self._update_circuit(error, 0, probing=True)
                         continue
-                    probing = True
                 self._wake.clear()
                 limit = self.publisher.max_batch_entries if probing else rs.batch_size
                 try:
@@ -286,6 +291,10 @@ class Relay:
                 task.cancel()
             raise
         finally:
+            if probing:
+                # The probe ended in an unexpected error (the loop restarts): left half-open, the circuit
+                # would never probe again and no loop of this relay would claim (it sat idle with a backlog).
+                self.circuit.abandon_probe()
             # Stopping: each publication finishes its round and gives back the rest (see _publish).
             for result in await asyncio.gather(*in_hand, return_exceptions=True):
                 if isinstance(result, Exception):
@@ -296,8 +305,7 @@ class Relay:
         announce idle and wait for a notification (see BUSY_POLL_SECONDS)."""
         quiet = time.monotonic() - self._work_at
         if quiet >= IDLE_AFTER_SECONDS and not self._idle:
-            self._idle = True
-            self._idle = await self.store.announce_idle(self._idle_valid_seconds())
+            await self._announce_idle()
         if quiet < 2 * IDLE_AFTER_SECONDS or not self._idle:
             await self._sleep(BUSY_POLL_SECONDS)
             return
@@ -307,7 +315,17 @@ class Relay:
         if self._wake.is_set():
             await asyncio.sleep(WAKE_COALESCE_SECONDS)
         else:  # the fallback poll: still idle, keep the announcement current
+            await self._announce_idle()
+
+    async def _announce_idle(self) -> None:
+        if self._idle_lock.locked():  # another loop is announcing or withdrawing
+            return
+        async with self._idle_lock:
+            work_at = self._work_at
             self._idle = await self.store.announce_idle(self._idle_valid_seconds())
+            if self._work_at != work_at:  # a claim found events meanwhile and left the withdrawal to us
+                self._idle = False
+                await self.store.withdraw_idle()
 
     def _idle_valid_seconds(self) -> float:
         # Refreshed at every fallback poll; if the relay dies, writers stop notifying after this long.
@@ -315,9 +333,10 @@ class Relay:
 
     async def _got_work(self) -> None:
         self._work_at = time.monotonic()
-        if self._idle:
-            self._idle = False
-            await self.store.withdraw_idle()
+        if self._idle and not self._idle_lock.locked():  # else the announcing loop withdraws
+            async with self._idle_lock:
+                self._idle = False
+                await self.store.withdraw_idle()
 
     async def _publish(self, rows: list[ClaimedRow], probing: bool) -> None:
         outcome = Outcome()
