@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 CIRCUIT_VALUES = {"closed": 0, "open": 1, "half-open": 2}
@@ -44,3 +47,19 @@ class RelayMetrics:
 
     def serve(self, port: int, host: str = "127.0.0.1") -> None:
         start_http_server(port, addr=host, registry=self.registry)
+
+
+def observe_many(histogram: Histogram, amounts: Iterable[float]) -> None:
+    """`histogram.observe(a)` for every amount, as one update per bucket: the relay records a latency per
+    published event, and 500 `observe` calls per claim (a lock each, twice) cost it about 8 % of its CPU.
+    Same buckets and sum as `observe` (tests/unit/test_metrics.py compares the two)."""
+    bounds = histogram._upper_bounds  # ascending, the last is +Inf
+    counts = [0] * len(bounds)
+    total = 0.0
+    for amount in amounts:
+        counts[bisect_left(bounds, amount)] += 1  # the first bound >= amount, as observe picks it
+        total += amount
+    histogram._sum.inc(total)
+    for bucket, count in zip(histogram._buckets, counts, strict=True):
+        if count:
+            bucket.inc(count)

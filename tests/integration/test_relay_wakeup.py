@@ -274,3 +274,20 @@ async def test_an_announcement_overtaken_by_a_withdrawal_does_not_leave_writers_
         assert await apoll(lambda: _idle_rows(database_url) == 1, 5), "quiet relay, no idle row"
         _book(database_url, "second")
         assert await apoll(lambda: relay.published_total == 2, 5), "the next event waited for the poll"
+
+
+async def test_claims_in_flight_together_start_at_frontiers_of_their_own(database_url: str) -> None:
+    # Two workers' claims run at once. Started at the same frontier, the second would walk (and try to
+    # lock) every row the first is leasing; each claim from the frontier moves it on by its limit first.
+    _seed_distinct(database_url, 100)
+    store = RelayStore(_settings(database_url), "frontier-test")
+    await store.open()
+    try:
+        store.rescan_seconds = store.from_low_seconds = 3600.0
+        first = await store.claim(10)  # full: a backlog lies beyond it
+        frontier = first[-1].row_id + 1
+        starts = [store._scan_from(10)[1] for _ in range(2)]  # two claims sent before either returns
+        assert starts == [frontier, frontier + 10]
+        assert len(await store.claim(10)) == 10  # and a claim still finds its rows
+    finally:
+        await store.close()

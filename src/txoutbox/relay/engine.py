@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from txoutbox.config import Settings
 from txoutbox.connections import DB_ERRORS
 from txoutbox.errors import BrokerUnavailableError
-from txoutbox.metrics import CIRCUIT_VALUES, RelayMetrics
+from txoutbox.metrics import CIRCUIT_VALUES, RelayMetrics, observe_many
 from txoutbox.publishers import EntryFailure, Publisher
 from txoutbox.relay.alerts import Alerts
 from txoutbox.relay.circuit import Circuit
@@ -469,15 +469,12 @@ class Relay:
             self.published_total += len(outcome.published)
             self.metrics.published.inc(len(outcome.published))
             now = dt.datetime.now(dt.UTC)
-            observe = self.metrics.delivery_latency.observe
             if len(outcome.published) == len(rows):  # the usual outcome: no set of ids needed
-                for row in rows:
-                    observe((now - row.created_at).total_seconds())
+                sent = rows
             else:
                 published = set(outcome.published)
-                for row in rows:
-                    if row.row_id in published:
-                        observe((now - row.created_at).total_seconds())
+                sent = [row for row in rows if row.row_id in published]
+            observe_many(self.metrics.delivery_latency, [(now - r.created_at).total_seconds() for r in sent])
         if outcome.dead_ids:
             self.metrics.dead_lettered.inc(len(outcome.dead_ids))
 

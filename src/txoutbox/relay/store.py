@@ -47,6 +47,11 @@ RESCAN_SECONDS = 2.0
 # claim every FROM_LOW_SECONDS, and every claim after one that came back short (no backlog ahead), starts
 # at `low` again and finds what the others passed over (events released, retries come due).
 FROM_LOW_SECONDS = 0.1
+# FRONTIER_RESERVED: claims in flight at once (the workers') each start at a frontier of their own. A claim
+# that starts at the frontier moves it `limit` ids on before it runs: one that started at the same place
+# would walk, and try to lock, the rows the first is leasing (or has just leased, in a snapshot that still
+# shows them free: each one re-checked), about doubling the database's work per claimed row. Ids are dense
+# in a backlog; rows a claim passes over are found by the next claim from `low`, as above.
 
 # Lock rows writers left behind (queries.AGGREGATE_LOCKS_PRUNE), pruned with each heartbeat: up to
 # PRUNE_BATCHES batches of PRUNE_BATCH rows, each its own short transaction, so no batch holds many row
@@ -153,22 +158,40 @@ class RelayStore:
     async def claim(self, limit: int) -> list[ClaimedRow]:
         """Lease up to `limit` claimable events (one statement), in id order, encoded for the wire."""
         started = time.monotonic()
+        low, start, look = self._scan_from(limit)
+        params = {
+            "limit": limit,
+            "relay_id": self.relay_id,
+            "lease_seconds": self.settings.relay.lease_seconds,
+            "low": low,
+            "start": start,
+            "reinserts": self._reinserts,
+            "max_claim_bytes": self.settings.relay.max_claim_bytes,
+            "max_payload_bytes": self.settings.relay.max_message_bytes,
+        }
         async with self.pool.connection() as conn:
-            low, start = await self._scan_from(conn)
-            cur = await conn.execute(
-                queries.CLAIM,
-                {
-                    "limit": limit,
-                    "relay_id": self.relay_id,
-                    "lease_seconds": self.settings.relay.lease_seconds,
-                    "low": low,
-                    "start": start,
-                    "reinserts": self._reinserts,
-                    "max_claim_bytes": self.settings.relay.max_claim_bytes,
-                    "max_payload_bytes": self.settings.relay.max_message_bytes,
-                },
-            )
-            records = await cur.fetchall()
+            if look and self._reinserts is None:
+                # The first look: this claim needs the counter it reads (queries.CLAIM scans from 0 without).
+                cur = await conn.execute(queries.LOW_WATER, {"low": low})
+                seen = await cur.fetchone()
+                if seen is not None:
+                    self._advance(*seen)
+                params["reinserts"] = self._reinserts
+                look = False
+            if look:
+                # The look at the low-water mark goes in the claim's round trip (a pipeline: two
+                # statements, each its own snapshot, in this order); what it finds serves the next claims.
+                # This claim keeps the mark it has: an older, lower one only makes it look further back.
+                async with conn.pipeline():
+                    mark = await conn.execute(queries.LOW_WATER, {"low": low})
+                    cur = await conn.execute(queries.CLAIM, params)
+                    seen = await mark.fetchone()
+                    records = await cur.fetchall()
+                if seen is not None:
+                    self._advance(*seen)
+            else:
+                cur = await conn.execute(queries.CLAIM, params)
+                records = await cur.fetchall()
         self._ahead = limit > 0 and len(records) >= limit
         if records:
             self._frontier = max(self._frontier, max(r[0] for r in records) + 1)
@@ -221,24 +244,25 @@ class RelayStore:
             )
             return {row[0] for row in await cur.fetchall()}
 
-    async def _scan_from(self, conn: Any) -> tuple[int, int]:
+    def _scan_from(self, limit: int) -> tuple[int, int, bool]:
         """Where this claim's order checks look from (0 for the periodic full rescan, else the low-water
-        mark), and where its scan starts: there too, or at the frontier (FROM_LOW_SECONDS)."""
+        mark), where its scan starts: there too, or at the frontier (FROM_LOW_SECONDS), which it then
+        moves `limit` ids on (FRONTIER_RESERVED); and whether to look at the mark again (LOW_WATER_SECONDS).
+        """
         now = time.monotonic()
         if now >= self._rescan_at:
             self._rescan_at = now + self.rescan_seconds
             self._from_low_at = now + self.from_low_seconds
-            return 0, 0
-        if now >= self._low_water_at:
+            return 0, 0, False
+        look = now >= self._low_water_at
+        if look:
             self._low_water_at = now + LOW_WATER_SECONDS
-            cur = await conn.execute(queries.LOW_WATER, {"low": self._low})
-            row = await cur.fetchone()
-            if row is not None:
-                self._advance(*row)
         if not self._ahead or now >= self._from_low_at:
             self._from_low_at = now + self.from_low_seconds
-            return self._low, self._low
-        return self._low, max(self._low, self._frontier)
+            return self._low, self._low, look
+        start = max(self._low, self._frontier)
+        self._frontier = start + limit  # FRONTIER_RESERVED
+        return self._low, start, look
 
     def _advance(self, xmin: int, xmax: int, live_min: int | None, reinserts: int) -> None:
         if reinserts != self._reinserts:  # events came back under old ids: start again from 0
