@@ -2,7 +2,8 @@
 
 The script is the transaction the booking API runs (flights.routes.book_flight + txoutbox.add_event_async),
 statement for statement: BEGIN; INSERT the flight RETURNING its id; the writer's one statement
-(txoutbox.queries.INSERT_EVENTS_AND_NOTIFY: the aggregate's lock row, the outbox row, the wake-up); COMMIT.
+(txoutbox.queries.INSERT_EVENTS_NEW_AGGREGATES_AND_NOTIFY: the outbox row, the wake-up; the flight is
+new, so no aggregate lock); COMMIT.
 Prepared statements (`-M prepared`), like psycopg after its fifth execution. The variants measure, on the
 same clients, the flight insert alone (the outbox tax's basis), the booking without any wake-up and with
 a NOTIFY at every commit (the trade-off of the wake-up design).
@@ -61,12 +62,13 @@ _PARAMS = {
 # name -> the writer's statements in the transaction (none: the flight insert alone)
 VARIANTS: dict[str, list[str]] = {
     "flight_only": [],
-    # What add_event(notify=True) runs: the product's wake-up.
-    "booking": [queries.INSERT_EVENTS_AND_NOTIFY],
-    "booking_no_wakeup": [queries.INSERT_EVENTS],  # add_event(notify=False)
+    # What the API's add_event(notify=True, new_aggregate=True) runs: the product's wake-up, and no
+    # aggregate lock (the flight is new in the same transaction).
+    "booking": [queries.INSERT_EVENTS_NEW_AGGREGATES_AND_NOTIFY],
+    "booking_no_wakeup": [queries.INSERT_EVENTS_NEW_AGGREGATES],  # notify=False
     # The earlier wake-up, for the trade-off: a NOTIFY at every commit, whether a relay waits or not.
     "booking_notify_always": [
-        queries.INSERT_EVENTS.replace(
+        queries.INSERT_EVENTS_NEW_AGGREGATES.replace(
             "SELECT count(*) FROM ins",
             f"SELECT n, pg_notify('{queries.NOTIFY_CHANNEL}', '') FROM (SELECT count(*) AS n FROM ins) AS c",
         ),

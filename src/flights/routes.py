@@ -127,7 +127,10 @@ async def book_flight(request: Request, db: DatabaseDep) -> Response:
                 row = await cur.fetchone()
                 assert row is not None  # INSERT ... RETURNING always returns the row
                 stored = flight_json(*row)
-                await add_event_async(conn, Event(AGGREGATE_TYPE, str(stored["id"]), EVENT_TYPE, stored))
+                # The flight was created by this transaction: its first event needs no aggregate lock.
+                await add_event_async(
+                    conn, Event(AGGREGATE_TYPE, str(stored["id"]), EVENT_TYPE, stored), new_aggregate=True
+                )
                 committing = True  # leaving the block sends COMMIT
         except psycopg.OperationalError as exc:
             if committing:  # the booking may have been stored: never book it twice

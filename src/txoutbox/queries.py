@@ -57,6 +57,14 @@ ins AS (
 SELECT count(*) FROM ins
 """
 
+# The insert for events of aggregates the caller created in this same transaction (add_event's
+# `new_aggregate=True`): no lock row. No other transaction can write an event of an aggregate it cannot
+# see yet, so the next writer of it starts after this one commits and draws a higher id; id order is
+# commit order without a lock (the lock row cost about a tenth of a booking's database CPU).
+INSERT_EVENTS_NEW_AGGREGATES = re.sub(
+    r"locked AS \(.*?\),\nordered AS \(.*?\),\n", "", INSERT_EVENTS, count=1, flags=re.S
+).replace("FROM ev CROSS JOIN ordered", "FROM ev")
+
 # The same insert, waking relays at commit - but only while one waits for work (txoutbox.idle_relays,
 # migration 0006). A NOTIFY takes a global lock at commit, about 30 % of the writers' throughput at full
 # load; a relay with work polls on its own and has no row there, so a busy system sends no NOTIFY at all.
@@ -66,6 +74,9 @@ INSERT_EVENTS_AND_NOTIFY = INSERT_EVENTS.replace(
     f"""SELECT n, CASE WHEN EXISTS (SELECT 1 FROM txoutbox.idle_relays WHERE until > now())
                  THEN pg_notify('{NOTIFY_CHANNEL}', '') END
 FROM (SELECT count(*) AS n FROM ins) AS c""",
+)
+INSERT_EVENTS_NEW_AGGREGATES_AND_NOTIFY = INSERT_EVENTS_NEW_AGGREGATES.replace(
+    "SELECT count(*) FROM ins", INSERT_EVENTS_AND_NOTIFY.rsplit("\n)\n", 1)[1].strip()
 )
 
 # A relay that found nothing to do for a while: writers notify from now on (until it withdraws, or

@@ -21,9 +21,14 @@ from txoutbox.errors import TxOutboxError
 from txoutbox.event import Event
 from txoutbox.tracing import current_trace_context
 
-_INSERT_AND_NOTIFY = queries.INSERT_EVENTS_AND_NOTIFY
-_SQLA_INSERT = queries.as_sqlalchemy(queries.INSERT_EVENTS)
-_SQLA_INSERT_AND_NOTIFY = queries.as_sqlalchemy(_INSERT_AND_NOTIFY)
+# (new_aggregate, notify) -> the statement, in psycopg's and in SQLAlchemy's placeholder style.
+_STATEMENTS = {
+    (False, False): queries.INSERT_EVENTS,
+    (False, True): queries.INSERT_EVENTS_AND_NOTIFY,
+    (True, False): queries.INSERT_EVENTS_NEW_AGGREGATES,
+    (True, True): queries.INSERT_EVENTS_NEW_AGGREGATES_AND_NOTIFY,
+}
+_SQLA_STATEMENTS = {key: queries.as_sqlalchemy(sql) for key, sql in _STATEMENTS.items()}
 
 
 def _params(events: Iterable[Event]) -> tuple[dict[str, Any], list[uuid.UUID]]:
@@ -75,11 +80,15 @@ def _require_transaction(conn: Any) -> None:
         )
 
 
-def add_events(conn: Any, events: Iterable[Event], *, notify: bool = True) -> list[uuid.UUID]:
+def add_events(
+    conn: Any, events: Iterable[Event], *, notify: bool = True, new_aggregate: bool = False
+) -> list[uuid.UUID]:
     """Add events to the outbox in the caller's (synchronous) transaction; return their event ids.
 
     `notify=True` wakes listening relays at commit (PostgreSQL NOTIFY); with `False` they find the
-    events at their next poll.
+    events at their next poll. `new_aggregate=True` is for events of aggregates this same transaction
+    created (no other transaction can see them yet, so none can write their events concurrently): the
+    per-aggregate lock is skipped. Passing it for an aggregate others may write can break its order.
     """
     params, ids = _params(events)
     if not ids:
@@ -87,34 +96,38 @@ def add_events(conn: Any, events: Iterable[Event], *, notify: bool = True) -> li
     if _kind(conn) == "psycopg":
         _require_transaction(conn)
         # One statement: the aggregates' lock rows, then the events (see queries.INSERT_EVENTS).
-        conn.execute(_INSERT_AND_NOTIFY if notify else queries.INSERT_EVENTS, params)
+        conn.execute(_STATEMENTS[new_aggregate, notify], params)
     else:
         from sqlalchemy import text
 
-        conn.execute(text(_SQLA_INSERT_AND_NOTIFY if notify else _SQLA_INSERT), params)
+        conn.execute(text(_SQLA_STATEMENTS[new_aggregate, notify]), params)
     return ids
 
 
-def add_event(conn: Any, event: Event, *, notify: bool = True) -> uuid.UUID:
-    """Add one event in the caller's transaction; return its event id."""
-    return add_events(conn, [event], notify=notify)[0]
+def add_event(conn: Any, event: Event, *, notify: bool = True, new_aggregate: bool = False) -> uuid.UUID:
+    """Add one event in the caller's transaction; return its event id (options: see `add_events`)."""
+    return add_events(conn, [event], notify=notify, new_aggregate=new_aggregate)[0]
 
 
-async def add_events_async(conn: Any, events: Iterable[Event], *, notify: bool = True) -> list[uuid.UUID]:
+async def add_events_async(
+    conn: Any, events: Iterable[Event], *, notify: bool = True, new_aggregate: bool = False
+) -> list[uuid.UUID]:
     """Like `add_events`, for psycopg `AsyncConnection`/`AsyncCursor` and SQLAlchemy `AsyncSession`."""
     params, ids = _params(events)
     if not ids:
         return ids
     if _kind(conn) == "psycopg":
         _require_transaction(conn)
-        await conn.execute(_INSERT_AND_NOTIFY if notify else queries.INSERT_EVENTS, params)
+        await conn.execute(_STATEMENTS[new_aggregate, notify], params)
     else:
         from sqlalchemy import text
 
-        await conn.execute(text(_SQLA_INSERT_AND_NOTIFY if notify else _SQLA_INSERT), params)
+        await conn.execute(text(_SQLA_STATEMENTS[new_aggregate, notify]), params)
     return ids
 
 
-async def add_event_async(conn: Any, event: Event, *, notify: bool = True) -> uuid.UUID:
-    """Add one event in the caller's asynchronous transaction; return its event id."""
-    return (await add_events_async(conn, [event], notify=notify))[0]
+async def add_event_async(
+    conn: Any, event: Event, *, notify: bool = True, new_aggregate: bool = False
+) -> uuid.UUID:
+    """Add one event in the caller's asynchronous transaction; return its event id (see `add_events`)."""
+    return (await add_events_async(conn, [event], notify=notify, new_aggregate=new_aggregate))[0]
