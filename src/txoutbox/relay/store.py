@@ -179,9 +179,10 @@ class RelayStore:
                 params["reinserts"] = self._reinserts
                 look = False
             if look:
-                # The look at the low-water mark goes in the claim's round trip (a pipeline: two
-                # statements, each its own snapshot, in this order); what it finds serves the next claims.
-                # This claim keeps the mark it has: an older, lower one only makes it look further back.
+                # The look at the low-water mark goes in the claim's round trip (a pipeline: both in one
+                # implicit transaction, committed at its end, each statement with its own snapshot, in
+                # this order; the rows are used only after the commit). What it finds serves the next
+                # claims: this one keeps the mark it has (an older, lower one only looks further back).
                 async with conn.pipeline():
                     mark = await conn.execute(queries.LOW_WATER, {"low": low})
                     cur = await conn.execute(queries.CLAIM, params)
