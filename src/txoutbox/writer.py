@@ -28,7 +28,29 @@ _STATEMENTS = {
     (True, False): queries.INSERT_EVENTS_NEW_AGGREGATES,
     (True, True): queries.INSERT_EVENTS_NEW_AGGREGATES_AND_NOTIFY,
 }
+# One event of a new aggregate, with plain parameters (notify -> the statement).
+_ONE_NEW = {False: queries.INSERT_EVENT_NEW_AGGREGATE, True: queries.INSERT_EVENT_NEW_AGGREGATE_AND_NOTIFY}
 _SQLA_STATEMENTS = {key: queries.as_sqlalchemy(sql) for key, sql in _STATEMENTS.items()}
+_SQLA_ONE_NEW = {key: queries.as_sqlalchemy(sql) for key, sql in _ONE_NEW.items()}
+
+
+def _statement(
+    params: dict[str, Any], notify: bool, new_aggregate: bool, *, sqlalchemy: bool
+) -> tuple[str, dict[str, Any]]:
+    """The statement for these events and its parameters, in the driver's placeholder style."""
+    if new_aggregate and len(params["event_ids"]) == 1:
+        one = {
+            "event_id": params["event_ids"][0],
+            "aggregate_type": params["aggregate_types"][0],
+            "aggregate_id": params["aggregate_ids"][0],
+            "event_type": params["event_types"][0],
+            "payload": params["payloads"][0],
+            "payload_size": params["payload_bytes"][0],
+            "traceparent": params["traceparent"],
+            "tracestate": params["tracestate"],
+        }
+        return (_SQLA_ONE_NEW if sqlalchemy else _ONE_NEW)[notify], one
+    return (_SQLA_STATEMENTS if sqlalchemy else _STATEMENTS)[new_aggregate, notify], params
 
 
 def _params(events: Iterable[Event]) -> tuple[dict[str, Any], list[uuid.UUID]]:
@@ -96,11 +118,12 @@ def add_events(
     if _kind(conn) == "psycopg":
         _require_transaction(conn)
         # One statement: the aggregates' lock rows, then the events (see queries.INSERT_EVENTS).
-        conn.execute(_STATEMENTS[new_aggregate, notify], params)
+        conn.execute(*_statement(params, notify, new_aggregate, sqlalchemy=False))
     else:
         from sqlalchemy import text
 
-        conn.execute(text(_SQLA_STATEMENTS[new_aggregate, notify]), params)
+        sql, args = _statement(params, notify, new_aggregate, sqlalchemy=True)
+        conn.execute(text(sql), args)
     return ids
 
 
@@ -118,11 +141,12 @@ async def add_events_async(
         return ids
     if _kind(conn) == "psycopg":
         _require_transaction(conn)
-        await conn.execute(_STATEMENTS[new_aggregate, notify], params)
+        await conn.execute(*_statement(params, notify, new_aggregate, sqlalchemy=False))
     else:
         from sqlalchemy import text
 
-        await conn.execute(text(_SQLA_STATEMENTS[new_aggregate, notify]), params)
+        sql, args = _statement(params, notify, new_aggregate, sqlalchemy=True)
+        await conn.execute(text(sql), args)
     return ids
 
 
