@@ -49,6 +49,8 @@ from benchmarks.steady import steady
 from devstack.sqs import free_port
 from txoutbox.config import RelaySettings
 
+# A steady pass whose slowest event took longer than this from commit to SQS (issue 8's bound) stalled.
+STALL_MS = 1_000
 RESULTS_PAGE = ROOT / "docs" / "benchmarks.md"  # its tables are generated from latest.json
 
 
@@ -93,6 +95,7 @@ class Suite:
         self.extra: dict[str, Any] = {"machine": report.machine_info(), "plan": plan.__dict__}
         self.timings: dict[str, float] = {}
         self.relay = RelaySettings()
+        self.stalled = False  # a steady pass's commit -> SQS maximum passed STALL_MS: its logs are kept
 
     def record(self, key: str, runs: list[float]) -> float:
         value = median(runs)
@@ -406,6 +409,9 @@ class Suite:
                 f"max backlog {max(b for _, b in r.backlog)}, relay CPU {r.relay_cpu_share:.0%}, "
                 f"pgbench CPU {r.writer_cpu_share:.0%}"
             )
+            if max(r.latencies_ms) > STALL_MS:
+                self.stalled = True
+                progress(f"steady run {n + 1}: STALL, commit -> SQS max over {STALL_MS} ms: logs kept")
             if r.missing:
                 raise RuntimeError(f"steady run {n + 1}: {r.missing} events never arrived")
         pay = steady(
@@ -522,7 +528,7 @@ def main() -> None:
             baseline.kill()
             baseline.wait()
         suite.stack.stop()
-        if ok and not args.keep_logs and not args.quick:
+        if ok and not args.keep_logs and not args.quick and not suite.stalled:
             shutil.rmtree(logdir, ignore_errors=True)
         else:
             print(f"logs: {logdir}", file=sys.stderr)
