@@ -110,6 +110,42 @@ _TX = re.compile(r"^number of transactions actually processed: (\d+)", re.M)
 _FAILED = re.compile(r"^number of failed transactions: (\d+)", re.M)
 
 
+def pgbench_command(
+    bin_path: Path,
+    database_url: str,
+    script_path: Path,
+    *,
+    clients: int,
+    threads: int,
+    seconds: int,
+    rate: float | None = None,
+) -> list[str]:
+    """pgbench running `script_path` with prepared statements (like psycopg after its fifth execution);
+    `rate`: that many transactions per second on a schedule (`-R`), else as fast as it goes."""
+    database = database_url.split("?", 1)[0].rsplit("/", 1)[1]
+    paced = ["-R", f"{rate:.0f}"] if rate is not None else []
+    return [
+        str(bin_path / "pgbench"),
+        "-n",  # no vacuum of pgbench's own tables (we have none)
+        "-M",
+        "prepared",
+        "-c",
+        str(clients),
+        "-j",
+        str(threads),
+        *paced,
+        "-T",
+        str(seconds),
+        "-f",
+        str(script_path),
+        "-h",
+        socket_dir(database_url),
+        "-U",
+        "postgres",
+        database,
+    ]
+
+
 def run_pgbench(
     bin_path: Path,
     database_url: str,
@@ -121,27 +157,10 @@ def run_pgbench(
 ) -> PgbenchResult:
     path = workdir / f"{variant}.sql"
     path.write_text(script(variant))
-    database = database_url.split("?", 1)[0].rsplit("/", 1)[1]
     proc = subprocess.run(
-        [
-            str(bin_path / "pgbench"),
-            "-n",  # no vacuum of pgbench's own tables (we have none)
-            "-M",
-            "prepared",
-            "-c",
-            str(clients),
-            "-j",
-            str(min(clients, 2)),
-            "-T",
-            str(seconds),
-            "-f",
-            str(path),
-            "-h",
-            socket_dir(database_url),
-            "-U",
-            "postgres",
-            database,
-        ],
+        pgbench_command(
+            bin_path, database_url, path, clients=clients, threads=min(clients, 2), seconds=seconds
+        ),
         capture_output=True,
         text=True,
         timeout=seconds + 60,

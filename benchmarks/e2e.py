@@ -30,8 +30,8 @@ from pathlib import Path
 
 import psycopg
 
-from benchmarks.db_limit import script
-from benchmarks.infra import REGION, socket_dir
+from benchmarks.db_limit import pgbench_command, script
+from benchmarks.infra import REGION
 from txoutbox.connections import aio_sqs_client
 
 PGBENCH_CLIENTS = 8  # enough that a slow commit does not hold the schedule back
@@ -42,28 +42,9 @@ def writer_command(bin_path: Path, database_url: str, rate: float, seconds: int,
     """pgbench booking at `rate` per second for `seconds` (one thread: it needs a few % of a core)."""
     path = workdir / "steady-booking.sql"
     path.write_text(script("booking"))
-    database = database_url.split("?", 1)[0].rsplit("/", 1)[1]
-    return [
-        str(bin_path / "pgbench"),
-        "-n",
-        "-M",
-        "prepared",
-        "-c",
-        str(PGBENCH_CLIENTS),
-        "-j",
-        "1",
-        "-R",
-        f"{rate:.0f}",
-        "-T",
-        str(seconds),
-        "-f",
-        str(path),
-        "-h",
-        socket_dir(database_url),
-        "-U",
-        "postgres",
-        database,
-    ]
+    return pgbench_command(
+        bin_path, database_url, path, clients=PGBENCH_CLIENTS, threads=1, seconds=seconds, rate=rate
+    )
 
 
 def schedule_lag_ms(output: str) -> tuple[float, float]:

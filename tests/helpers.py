@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -12,10 +13,23 @@ import psycopg
 
 from devstack.waiting import poll as poll  # the one bounded wait, re-exported for the tests
 from txoutbox import Event, add_events, ops
-from txoutbox.config import Settings
+from txoutbox.config import RelaySettings, Settings
 from txoutbox.publishers import Publisher
 from txoutbox.publishers.sqs import SqsPublisher
 from txoutbox.relay import Relay
+
+
+def db_only_settings(database_url: str, **relay: Any) -> Settings:
+    """Settings for a relay store (or a relay with its own publisher) on this database, no queue."""
+    return Settings(
+        database_url=database_url,
+        sqs_queue_url=None,
+        sqs_dlq_url=None,
+        sqs_endpoint_url=None,
+        aws_region="eu-west-1",
+        local_stack=True,
+        relay=dataclasses.replace(RelaySettings(), **relay),
+    )
 
 
 async def apoll(predicate: Callable[[], Any], timeout: float, interval: float = 0.05) -> Any:

@@ -4,30 +4,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from dataclasses import replace
 from typing import Any
 
 import psycopg
 import pytest
 
-from tests.helpers import apoll, outbox_count, running, running_relay
+from tests.helpers import apoll, db_only_settings, outbox_count, running, running_relay
 from txoutbox import Event, add_event, queries
-from txoutbox.config import RelaySettings, Settings
+from txoutbox.config import RelaySettings
 from txoutbox.publishers.null import NullPublisher
 from txoutbox.relay import Relay
 from txoutbox.relay.store import Outcome, RelayStore
-
-
-def _settings(database_url: str, **relay: Any) -> Settings:
-    return Settings(
-        database_url=database_url,
-        sqs_queue_url=None,
-        sqs_dlq_url=None,
-        sqs_endpoint_url=None,
-        aws_region="eu-west-1",
-        local_stack=True,
-        relay=replace(RelaySettings(), **relay),
-    )
 
 
 @pytest.fixture
@@ -68,7 +55,7 @@ def test_writers_notify_only_while_a_relay_is_idle(
 
 async def test_an_idle_relay_is_woken_by_a_commit_and_withdraws_when_busy(database_url: str) -> None:
     # The fallback poll is 60 s: only the notification can bring the event out within the 5 s allowed.
-    settings = _settings(database_url, poll_interval=60.0)
+    settings = db_only_settings(database_url, poll_interval=60.0)
 
     def idle_rows() -> int:
         with psycopg.connect(database_url) as conn:
@@ -104,7 +91,7 @@ async def test_claims_skip_the_deleted_prefix_under_a_pinned_horizon(database_ur
     try:
         holder.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
         holder.execute("SELECT count(*) FROM txoutbox.relays")  # the snapshot, held to the end
-        store = RelayStore(_settings(database_url), "pinned-test")
+        store = RelayStore(db_only_settings(database_url), "pinned-test")
         await store.open()
         try:
             store.rescan_seconds = 3600.0  # the first claim scans from the start, then none inside the drain
@@ -165,7 +152,7 @@ async def test_a_retried_dead_letter_is_claimed_before_later_events_of_its_aggre
         add_event(conn, Event("Flight", "A", "FlightUpdated", {"n": 2}))
     with psycopg.connect(database_url, autocommit=True) as conn:
         first, second = (r[0] for r in conn.execute("SELECT id FROM txoutbox.outbox ORDER BY id"))
-    store = RelayStore(_settings(database_url), "reinsert-test")
+    store = RelayStore(db_only_settings(database_url), "reinsert-test")
     await store.open()
     try:
         store.rescan_seconds = 3600.0  # no periodic full rescan in this test: only the counter may help
@@ -207,7 +194,7 @@ async def test_a_claim_after_a_short_one_starts_from_the_low_water_mark_again(da
     # below it must not wait for the backlog beyond it: once a claim comes back short, the next scans
     # from the low-water mark and finds them.
     _seed_distinct(database_url, 30)
-    store = RelayStore(_settings(database_url), "frontier-test")
+    store = RelayStore(db_only_settings(database_url), "frontier-test")
     await store.open()
     try:
         store.rescan_seconds = store.from_low_seconds = 3600.0  # only the short-claim rule may help
@@ -230,7 +217,7 @@ async def test_events_given_back_below_the_frontier_are_claimed_while_a_backlog_
     # low-water mark, so an event given back (a failed round, another relay's expired lease) is not left
     # until the whole backlog has gone.
     _seed_distinct(database_url, 3_000)
-    store = RelayStore(_settings(database_url), "frontier-test")
+    store = RelayStore(db_only_settings(database_url), "frontier-test")
     await store.open()
     try:
         store.rescan_seconds = 3600.0
@@ -262,7 +249,7 @@ async def test_an_announcement_overtaken_by_a_withdrawal_does_not_leave_writers_
     # Two loops: one announces idle; the other finds events while the announcement is on its way and
     # withdraws it first. The relay then believed it was idle with no row left: writers sent no NOTIFY,
     # and the next event waited for the fallback poll (60 s here; 1 s by default).
-    settings = _settings(database_url, poll_interval=60.0, workers=2)
+    settings = db_only_settings(database_url, poll_interval=60.0, workers=2)
     relay = Relay(settings, NullPublisher())
     announce = relay.store.announce_idle
     gate, held = asyncio.Event(), asyncio.Event()
@@ -289,7 +276,7 @@ async def test_claims_in_flight_together_start_at_frontiers_of_their_own(databas
     # Two workers' claims run at once. Started at the same frontier, the second would walk (and try to
     # lock) every row the first is leasing; each claim from the frontier moves it on by its limit first.
     _seed_distinct(database_url, 100)
-    store = RelayStore(_settings(database_url), "frontier-test")
+    store = RelayStore(db_only_settings(database_url), "frontier-test")
     await store.open()
     try:
         store.rescan_seconds = store.from_low_seconds = 3600.0

@@ -4,28 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from dataclasses import replace
 from typing import Any
 
 import psycopg
 
+from tests.helpers import db_only_settings
 from txoutbox import Event, add_event, queries
-from txoutbox.config import RelaySettings, Settings
 from txoutbox.relay.store import RelayStore, prune_aggregate_locks
 
 LOCKS = "SELECT aggregate_id FROM txoutbox.aggregate_locks ORDER BY aggregate_id"
-
-
-def _settings(database_url: str) -> Settings:
-    return Settings(
-        database_url=database_url,
-        sqs_queue_url=None,
-        sqs_dlq_url=None,
-        sqs_endpoint_url=None,
-        aws_region="eu-west-1",
-        local_stack=True,
-        relay=replace(RelaySettings()),
-    )
 
 
 def _locks(conn: psycopg.Connection[Any]) -> list[str]:
@@ -77,7 +64,7 @@ async def test_relay_heartbeat_prunes_the_lock_rows_nobody_holds(
     try:
         add_event(holder, Event("Order", "a", "Held", {}))  # locks the row left behind for "a"
         add_event(holder, Event("Order", "new", "Held", {}))  # a row of its own, not yet committed
-        store = RelayStore(_settings(database_url), "prune-test")
+        store = RelayStore(db_only_settings(database_url), "prune-test")
         await store.open()
         try:
             await store.heartbeat("closed", None, 0)
