@@ -23,6 +23,22 @@ def _paid(database_url: str) -> tuple[int, int]:
         return int(row[0]), int(row[1])
 
 
+def _leased(database_url: str) -> int:
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("SELECT count(*) FROM txoutbox.outbox WHERE locked_by IS NOT NULL").fetchone()
+        assert row is not None
+        return int(row[0])
+
+
+def _frozen_holding_claims(proc: Any, database_url: str) -> bool:
+    """SIGSTOP the process; keep it stopped only if it holds leased rows (else let it run on)."""
+    proc.send_signal(signal.SIGSTOP)
+    if _leased(database_url) > 0:
+        return True
+    proc.send_signal(signal.SIGCONT)
+    return False
+
+
 def _stop(proc: Any) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
@@ -41,13 +57,16 @@ def test_relay_killed_mid_publishing_everything_delivered_and_paid_once(
     assert poll(lambda: outbox_count(settings.database_url) < total - 1000, 30, interval=0.01), (
         log.read_text()
     )
+    # Freeze the relay at a moment it holds claims, then kill it: a relay fast enough to be between claims at
+    # an unlucky instant would otherwise be killed holding nothing, and the lease path would go untested.
+    assert poll(lambda: _frozen_holding_claims(relay, settings.database_url), 10, interval=0.005), (
+        log.read_text()[-2000:]
+    )
     relay.send_signal(signal.SIGKILL)
     relay.wait(10)
     left = outbox_count(settings.database_url)
     assert 0 < left < total, f"the kill did not land mid-publishing ({left} left)"
-    with psycopg.connect(settings.database_url) as conn:
-        leased = conn.execute("SELECT count(*) FROM txoutbox.outbox WHERE locked_by IS NOT NULL").fetchone()
-    assert leased is not None and leased[0] > 0  # the dead relay's claims: they come back when the lease ends
+    assert _leased(settings.database_url) > 0  # the dead relay's claims: they come back when the lease ends
 
     relay = start_service(settings, "relay", log_path=log, TXOUTBOX_LEASE_SECONDS="2")
     payments = start_service(settings, "payments", log_path=tmp_path / "payments.log")
