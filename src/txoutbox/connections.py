@@ -101,21 +101,19 @@ async def open_pool(
     max_size: int,
     name: str,
     timeouts: DbTimeouts | None = None,
-    custom_plans: bool = False,
+    planner: Mapping[str, str] | None = None,
     min_size: int = 1,
 ) -> AsyncConnectionPool[Any]:
     """An autocommit pool, opened without waiting: a database that is down at start-up is retried later.
     Its connections are bounded by `timeouts` (default: DbTimeouts.from_env()).
 
-    `custom_plans`: PostgreSQL plans every execution of a prepared statement anew, for the table sizes
-    of the moment. psycopg prepares a statement on its fifth run, and PostgreSQL may then keep a generic
-    plan made from the statistics of that moment: for the relay's claim, made on an empty outbox, that is
-    sequential scans inside the per-row order checks, a claim as slow as backlog x claim size once events
-    pile up (issue 8, hole 8: a steady load stalled in steps of seconds until autovacuum re-analysed)."""
+    `planner`: planner settings of every session of the pool (`-c name=value`; see RelayStore.open for
+    why the relay sets some)."""
     conninfo = (timeouts or DbTimeouts.from_env()).apply(conninfo)
-    if custom_plans:
+    if planner:
         options = str(conninfo_to_dict(conninfo).get("options") or "")
-        conninfo = make_conninfo(conninfo, options=f"{options} -c plan_cache_mode=force_custom_plan".strip())
+        settings = " ".join(f"-c {name}={value}" for name, value in planner.items())
+        conninfo = make_conninfo(conninfo, options=f"{options} {settings}".strip())
     pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
         conninfo,
         min_size=min_size,

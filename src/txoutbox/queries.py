@@ -144,7 +144,17 @@ NOTIFY = f"SELECT pg_notify('{NOTIFY_CHANNEL}', '')"
 # Sizes come from the stored `payload_bytes` column (the writer's JSON size, migration 0010), so neither
 # check reads a payload; a row inserted without one (plain SQL) is measured here instead.
 #
-# Cost: every check is an index probe per candidate row, never a scan of the backlog.
+# Cost: every check is an index probe per candidate row, never a scan of the backlog, whatever the
+# statistics say (the outbox is usually recorded as empty; see RelayStore.open):
+# - The order checks compare (aggregate_type, aggregate_id, id) as rows: only outbox_aggregate_idx can
+#   serve that. Written as `p.id < o.id`, a planner expecting one row probed by the primary key instead, a
+#   range of every id below the candidate: the claim grew with the square of the backlog.
+# - The candidates are read in id order up to the LIMIT: the relay's sessions have sorts disabled, so
+#   the primary key, which gives that order, is preferred over any scan of the backlog and a sort (see
+#   RelayStore.open: expecting one row, the planner read every waiting row, then sorted them).
+# - The leases are written by the rows' physical addresses (ctid: the rows are locked by this statement,
+#   so they cannot move), not by a join with the claimed rows, which such a planner ran as a nested loop
+#   over the whole outbox.
 # - `OFFSET 0` keeps the held-back check a per-row probe of outbox_aggregate_idx: without it the planner
 #   turns the NOT EXISTS into an anti-join over a sequential scan of the whole outbox (about 20 ms per
 #   claim with a 100,000-event backlog, the relay's bottleneck). It runs only for a row with an earlier
@@ -178,13 +188,15 @@ dead AS (
     SELECT EXISTS (SELECT 1 FROM txoutbox.dead_letters) AS any_dead
 ),
 candidate AS (
-    SELECT o.id, o.aggregate_type, o.aggregate_id,
+    SELECT o.ctid, o.id, o.aggregate_type, o.aggregate_id,
            coalesce(o.payload_bytes, octet_length(o.payload::text)) AS payload_bytes, prev.id AS prev_id
     FROM txoutbox.outbox AS o
     LEFT JOIN LATERAL (
         SELECT p.id FROM txoutbox.outbox AS p
-        WHERE p.aggregate_type = o.aggregate_type AND p.aggregate_id = o.aggregate_id AND p.id < o.id
-          AND p.id >= (SELECT low FROM mark)
+        WHERE p.aggregate_type = o.aggregate_type AND p.aggregate_id = o.aggregate_id
+          AND (p.aggregate_type, p.aggregate_id, p.id) < (o.aggregate_type, o.aggregate_id, o.id)
+          AND (p.aggregate_type, p.aggregate_id, p.id)
+              >= (o.aggregate_type, o.aggregate_id, (SELECT low FROM mark))
         ORDER BY p.id DESC
         LIMIT 1
     ) AS prev ON true
@@ -193,8 +205,10 @@ candidate AS (
       AND (o.locked_until IS NULL OR o.locked_until <= now())
       AND (prev.id IS NULL OR NOT EXISTS (
           SELECT 1 FROM txoutbox.outbox AS p
-          WHERE p.aggregate_type = o.aggregate_type AND p.aggregate_id = o.aggregate_id AND p.id < o.id
-            AND p.id >= (SELECT low FROM mark)
+          WHERE p.aggregate_type = o.aggregate_type AND p.aggregate_id = o.aggregate_id
+            AND (p.aggregate_type, p.aggregate_id, p.id) < (o.aggregate_type, o.aggregate_id, o.id)
+            AND (p.aggregate_type, p.aggregate_id, p.id)
+              >= (o.aggregate_type, o.aggregate_id, (SELECT low FROM mark))
             AND (p.next_attempt_at > now() OR p.locked_until > now())
           OFFSET 0))
       AND (NOT (SELECT any_dead FROM dead) OR NOT EXISTS (
@@ -205,15 +219,15 @@ candidate AS (
     FOR UPDATE OF o SKIP LOCKED
 ),
 chain AS (
-    SELECT c.id, c.aggregate_type, c.aggregate_id, c.payload_bytes,
+    SELECT c.ctid, c.id, c.aggregate_type, c.aggregate_id, c.payload_bytes,
            c.prev_id IS NOT DISTINCT FROM
                lag(c.id) OVER (PARTITION BY c.aggregate_type, c.aggregate_id ORDER BY c.id) AS linked
     FROM candidate AS c
 ),
 claimable AS (
-    SELECT s.id, s.payload_bytes
+    SELECT s.ctid
     FROM (
-        SELECT ch.id, ch.payload_bytes,
+        SELECT ch.ctid, ch.id, ch.payload_bytes,
                bool_and(ch.linked)
                    OVER (PARTITION BY ch.aggregate_type, ch.aggregate_id ORDER BY ch.id) AS ok,
                sum(least(ch.payload_bytes, %(max_payload_bytes)s)) OVER (ORDER BY ch.id)
@@ -224,11 +238,12 @@ claimable AS (
 )
 UPDATE txoutbox.outbox AS o
 SET locked_by = %(relay_id)s, locked_until = now() + make_interval(secs => %(lease_seconds)s)
-FROM claimable AS c
-WHERE o.id = c.id
+WHERE o.ctid = ANY(ARRAY(SELECT c.ctid FROM claimable AS c))
 RETURNING o.id, o.event_id, o.aggregate_type, o.aggregate_id, o.event_type,
-          CASE WHEN c.payload_bytes <= %(max_payload_bytes)s THEN o.payload::text END, o.created_at,
-          o.attempts, o.traceparent, o.tracestate, c.payload_bytes
+          CASE WHEN coalesce(o.payload_bytes, octet_length(o.payload::text)) <= %(max_payload_bytes)s
+               THEN o.payload::text END,
+          o.created_at, o.attempts, o.traceparent, o.tracestate,
+          coalesce(o.payload_bytes, octet_length(o.payload::text))
 """
 
 # Published: gone. Whoever holds the lease now, the broker has the message.

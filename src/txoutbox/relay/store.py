@@ -97,6 +97,20 @@ class Outcome:
     released: list[int] = field(default_factory=list)
 
 
+# The claim's plan must fit the backlog it meets, whatever the statistics say. An outbox that keeps up is
+# empty most of the time, and (auto)vacuum and analyze record it so: about 0 rows over the pages it once
+# filled, so until the next analyze the planner expects one row from any scan of it, however many wait.
+# - plan_cache_mode: psycopg prepares a statement on its fifth run, and PostgreSQL may then keep one generic
+#   plan made from the statistics of that moment (issue 8, hole 8: a claim as slow as backlog x claim size).
+# - enable_sort: expecting one row, the planner read the claim's candidates with a scan of all rows from
+#   the scan's start (a bitmap or a skip scan of outbox_aggregate_idx), then a sort, instead of the primary
+#   key in order up to the LIMIT: every claim read the whole backlog (issue 12, make bench's steady pass:
+#   4 s per claim of 500 over 14,000 waiting events). Sorts the claim cannot do without (its window
+#   functions) still run; none of the relay's statements needs a sort over the outbox.
+# The claim itself is written so that no other plan of its order checks is possible (see queries.CLAIM).
+CLAIM_PLANNER_SETTINGS = {"plan_cache_mode": "force_custom_plan", "enable_sort": "off"}
+
+
 class RelayStore:
     """The relay's database side, on a pool of its own."""
 
@@ -121,7 +135,7 @@ class RelayStore:
             self.settings.database_url,
             max_size=self.settings.relay.workers + 3,
             name="txoutbox-relay",
-            custom_plans=True,  # the claim's plan must fit the backlog it meets (see open_pool)
+            planner=CLAIM_PLANNER_SETTINGS,
             # The claims in flight (one per worker and one more) find their connections ready: a
             # connection opened on demand costs the first claims of a backlog a handshake each (opened in
             # the background: a database down at start-up is retried as before).
