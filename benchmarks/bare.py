@@ -28,7 +28,7 @@ import psycopg
 
 from benchmarks.infra import ARRIVAL, ARRIVAL_AT, DEPARTURE, DEPARTURE_AT, REGION
 from txoutbox.connections import aio_sqs_client
-from txoutbox.publishers.sqs_client import memoize_user_agent
+from txoutbox.publishers.sqs_client import memoize_user_agent, serialize_batches_with_orjson
 from txoutbox.wire import encode_envelope
 
 # The same basis as the relay: a lease (no transaction open while the broker would be called), then the
@@ -115,7 +115,8 @@ async def send(queue_url: str, endpoint: str, messages: int, batch: int, in_flig
         REGION, endpoint, local=True, max_connections=in_flight, validate_parameters=False
     )
     async with client_cm as client:
-        memoize_user_agent(client)
+        memoize_user_agent(client)  # the relay's client settings (SqsPublisher)
+        serialize_batches_with_orjson(client)
         await client.send_message_batch(QueueUrl=queue_url, Entries=[_entry(0, 10**9)])  # warm-up
         gate = asyncio.Semaphore(in_flight)
         failed = 0

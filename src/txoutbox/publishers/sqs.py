@@ -10,7 +10,7 @@ from typing import Any
 
 from txoutbox.errors import BrokerUnavailableError
 from txoutbox.publishers import EntryFailure, OutgoingMessage
-from txoutbox.publishers.sqs_client import memoize_user_agent
+from txoutbox.publishers.sqs_client import memoize_user_agent, serialize_batches_with_orjson
 from txoutbox.publishers.sqs_errors import classify, queue_wide
 from txoutbox.tracing import SendSpans
 
@@ -75,6 +75,7 @@ class SqsPublisher:
                     )
                 )
                 memoize_user_agent(client)
+                serialize_batches_with_orjson(client)
                 self._client = client
                 self._exit_stack = stack
         return self._client

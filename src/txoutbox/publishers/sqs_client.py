@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 
 def memoize_user_agent(client: Any) -> None:
     """Build botocore's User-Agent header once per set of feature ids instead of twice per request.
@@ -40,3 +42,31 @@ def memoize_user_agent(client: Any) -> None:
         return header
 
     creator.to_string = to_string
+
+
+def serialize_batches_with_orjson(client: Any) -> None:
+    """Write SendMessageBatch request bodies with orjson in one call.
+
+    botocore's serializer walks the service model for every entry and each of its attributes, then
+    encodes the result with the json module: some 15 % of the relay's CPU while it publishes. For this
+    operation's input (strings in structures, maps and lists) it writes the parameters exactly as they
+    are, so the body here is the parameters as JSON, and the rest of the request (method, path, headers:
+    the operation's target, the query-compatible header) is botocore's own for the same queue with no
+    entries. Other operations are untouched. If botocore's internals differ from what this expects,
+    nothing is changed.
+    """
+    serializer = getattr(client, "_serializer", None)
+    serialize = getattr(serializer, "serialize_to_request", None)
+    if serializer is None or serialize is None:
+        return
+
+    def serialize_to_request(parameters: dict[str, Any], operation_model: Any) -> dict[str, Any]:
+        if operation_model.name != "SendMessageBatch":
+            return serialize(parameters, operation_model)  # type: ignore[no-any-return]
+        request: dict[str, Any] = serialize(
+            {"QueueUrl": parameters["QueueUrl"], "Entries": []}, operation_model
+        )
+        request["body"] = orjson.dumps(parameters)
+        return request
+
+    serializer.serialize_to_request = serialize_to_request
