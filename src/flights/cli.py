@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import click
@@ -48,7 +49,9 @@ def api(host: str, port: int, migrate: bool, workers: int) -> None:
         "timeout_graceful_shutdown": 10,
     }
     if workers > 1:
-        uvicorn.run("flights.app:app_from_env", factory=True, workers=workers, **config)
+        from flights.workers import Workers
+
+        sys.exit(Workers(config, workers).run())
     else:
         from flights.app import create_app
 
