@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,7 +15,7 @@ from txoutbox import Event, add_event, queries
 from txoutbox.config import RelaySettings
 from txoutbox.publishers.null import NullPublisher
 from txoutbox.relay import Relay
-from txoutbox.relay.store import Outcome, RelayStore
+from txoutbox.relay.store import RESCAN_COST_RATIO, Outcome, RelayStore
 
 
 @pytest.fixture
@@ -270,6 +271,43 @@ async def test_an_announcement_overtaken_by_a_withdrawal_does_not_leave_writers_
         assert await apoll(lambda: _idle_rows(database_url) == 1, 5), "quiet relay, no idle row"
         _book(database_url, "second")
         assert await apoll(lambda: relay.published_total == 2, 5), "the next event waited for the poll"
+
+
+async def test_a_slow_full_rescan_postpones_the_next_one_by_its_cost(database_url: str) -> None:
+    # The periodic scan from the outbox's first id walks every row deleted under a pinned horizon: in make
+    # bench's pinned drain those rescans cost the relay a quarter of its speed. The next one waits
+    # RESCAN_COST_RATIO times as long as the last took (here the floor, rescan_seconds, is 0: unfixed,
+    # every claim was a full rescan).
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            """
+            INSERT INTO txoutbox.outbox (event_id, aggregate_type, aggregate_id, event_type, payload)
+            SELECT gen_random_uuid(), 'Flight', n::text, 'FlightBooked', jsonb_build_object('n', n)
+            FROM generate_series(1, 30000) AS n
+            """
+        )
+    holder = psycopg.connect(database_url)
+    try:
+        holder.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        holder.execute("SELECT count(*) FROM txoutbox.relays")  # the snapshot, held to the end
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute("DELETE FROM txoutbox.outbox WHERE id <= (SELECT max(id) - 10 FROM txoutbox.outbox)")
+        store = RelayStore(db_only_settings(database_url), "rescan-test")
+        await store.open()
+        try:
+            store.rescan_seconds = 0.0
+            assert len(await store.claim(1)) == 1  # a full rescan: past 29,990 dead rows
+            took, planned = store.last_rescan_seconds, store._rescan_at - time.monotonic()
+            assert took > 0
+            # what is left of RESCAN_COST_RATIO x its duration (the claim decoded its row since)
+            assert planned > RESCAN_COST_RATIO * took - 0.05, (took, planned)
+            before = store.last_rescan_seconds
+            assert len(await store.claim(1)) == 1
+            assert store.last_rescan_seconds == before, "the next claim scanned from the start again"
+        finally:
+            await store.close()
+    finally:
+        holder.close()
 
 
 async def test_claims_in_flight_together_start_at_frontiers_of_their_own(database_url: str) -> None:
