@@ -107,8 +107,8 @@ async def open_pool(
     """An autocommit pool, opened without waiting: a database that is down at start-up is retried later.
     Its connections are bounded by `timeouts` (default: DbTimeouts.from_env()).
 
-    `planner`: planner settings of every session of the pool (`-c name=value`; see RelayStore.open for
-    why the relay sets some)."""
+    `planner`: planner settings of every session of the pool (`-c name=value`; why the relay sets some:
+    txoutbox.relay.store.CLAIM_PLANNER_SETTINGS)."""
     conninfo = (timeouts or DbTimeouts.from_env()).apply(conninfo)
     if planner:
         options = str(conninfo_to_dict(conninfo).get("options") or "")

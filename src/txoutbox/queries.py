@@ -145,13 +145,13 @@ NOTIFY = f"SELECT pg_notify('{NOTIFY_CHANNEL}', '')"
 # check reads a payload; a row inserted without one (plain SQL) is measured here instead.
 #
 # Cost: every check is an index probe per candidate row, never a scan of the backlog, whatever the
-# statistics say (the outbox is usually recorded as empty; see RelayStore.open):
+# statistics say (the outbox is usually recorded as empty; see relay.store.CLAIM_PLANNER_SETTINGS):
 # - The order checks compare (aggregate_type, aggregate_id, id) as rows: only outbox_aggregate_idx can
 #   serve that. Written as `p.id < o.id`, a planner expecting one row probed by the primary key instead, a
 #   range of every id below the candidate: the claim grew with the square of the backlog.
 # - The candidates are read in id order up to the LIMIT: the relay's sessions have sorts disabled, so
-#   the primary key, which gives that order, is preferred over any scan of the backlog and a sort (see
-#   RelayStore.open: expecting one row, the planner read every waiting row, then sorted them).
+#   the primary key, which gives that order, is preferred over any scan of the backlog and a sort
+#   (expecting one row, the planner had read every waiting row, then sorted them).
 # - The leases are written by the rows' physical addresses (ctid: the rows are locked by this statement,
 #   so they cannot move), not by a join with the claimed rows, which such a planner ran as a nested loop
 #   over the whole outbox.
