@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -12,8 +13,8 @@ from typing import Any
 import psycopg
 
 from devstack.waiting import poll as poll  # the one bounded wait, re-exported for the tests
-from txoutbox import Event, add_events, ops
-from txoutbox.config import RelaySettings, Settings
+from txoutbox import Event, add_event, add_events, ops
+from txoutbox.config import DEFAULT_REGION, RelaySettings, Settings
 from txoutbox.publishers import Publisher
 from txoutbox.publishers.sqs import SqsPublisher
 from txoutbox.relay import Relay
@@ -26,10 +27,32 @@ def db_only_settings(database_url: str, **relay: Any) -> Settings:
         sqs_queue_url=None,
         sqs_dlq_url=None,
         sqs_endpoint_url=None,
-        aws_region="eu-west-1",
+        aws_region=DEFAULT_REGION,
         local_stack=True,
         relay=dataclasses.replace(RelaySettings(), **relay),
     )
+
+
+def write_event(database_url: str, aggregate: str, event_type: str = "E") -> None:
+    """One Order event of `aggregate`, in a transaction of its own."""
+    with psycopg.connect(database_url) as conn:
+        add_event(conn, Event("Order", aggregate, event_type, {}))
+
+
+def write_in_thread(
+    database_url: str, aggregate: str, event_type: str
+) -> tuple[threading.Thread, threading.Event]:
+    """`write_event` in a thread (to see a writer wait on another): the thread, and an event set when the
+    write has committed."""
+    done = threading.Event()
+
+    def write() -> None:
+        write_event(database_url, aggregate, event_type)
+        done.set()
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    return thread, done
 
 
 async def apoll(predicate: Callable[[], Any], timeout: float, interval: float = 0.05) -> Any:

@@ -18,12 +18,13 @@ import time
 from types import FrameType
 from typing import Any
 
+from uvicorn.config import STARTUP_FAILURE  # the exit status of a worker whose app failed to start
+
 log = logging.getLogger("flights")
 
 # A worker that fails on its own (an error, not a signal) this soon after its start, or reports a failed
 # start-up, is not restarted: it would fail the same way again. One killed by a signal always is.
 MIN_WORKER_LIFE_SECONDS = 5.0
-STARTUP_FAILURE = 3  # uvicorn's exit status when the app's start-up failed (uvicorn.config.STARTUP_FAILURE)
 STOP_SECONDS = 15.0  # after SIGTERM, how long a worker may finish its requests before it is killed
 
 
@@ -60,14 +61,10 @@ class Workers:
         self._stop = threading.Event()
         self.count = count
 
-    def _start(self, n: int) -> None:
+    def _start(self, n: int) -> Any:
         proc = self._context.Process(target=_serve, args=(self._config,), name=f"api-worker-{n}")
         proc.start()
-        if n < len(self._procs):
-            self._procs[n], self._started[n] = proc, time.monotonic()
-        else:
-            self._procs.append(proc)
-            self._started.append(time.monotonic())
+        return proc
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self._stop.set()
@@ -76,8 +73,8 @@ class Workers:
         """Serve until a signal; the exit status (1 when a worker failed at start-up)."""
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, self._on_signal)
-        for n in range(self.count):
-            self._start(n)
+        self._procs = [self._start(n) for n in range(self.count)]
+        self._started = [time.monotonic()] * self.count
         status = 0
         while not self._stop.wait(0.5):
             for n, proc in enumerate(self._procs):
@@ -91,7 +88,7 @@ class Workers:
                     self._stop.set()
                     break
                 log.warning("API worker %d exited (status %s); starting another", n, code)
-                self._start(n)
+                self._procs[n], self._started[n] = self._start(n), time.monotonic()
         self._stop_all()
         return status
 

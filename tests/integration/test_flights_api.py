@@ -25,8 +25,7 @@ from psycopg.conninfo import conninfo_to_dict
 import flights.db as flights_db
 import flights.routes as flights_routes
 from flights.app import create_app
-from tests.helpers import apoll
-from txoutbox.config import DEFAULT_REGION, RelaySettings, Settings
+from tests.helpers import apoll, db_only_settings
 from txoutbox.health import read_health_sync
 
 PARIS_LONDON = {
@@ -37,21 +36,9 @@ PARIS_LONDON = {
 }
 
 
-def make_settings(database_url: str, **relay: Any) -> Settings:
-    return Settings(
-        database_url=database_url,
-        sqs_queue_url=None,
-        sqs_dlq_url=None,
-        sqs_endpoint_url=None,
-        aws_region=DEFAULT_REGION,
-        local_stack=True,
-        relay=RelaySettings(**relay),
-    )
-
-
 @pytest.fixture
 def app(database_url: str) -> FastAPI:
-    return create_app(make_settings(database_url))
+    return create_app(db_only_settings(database_url))
 
 
 async def _client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
@@ -394,7 +381,7 @@ async def tokyo_client(
     monkeypatch.setenv("PGTZ", "Asia/Tokyo")
     with psycopg.connect(database_url) as c:
         assert c.execute("SHOW timezone").fetchone() == ("Asia/Tokyo",)
-    async for c in _client(create_app(make_settings(database_url))):
+    async for c in _client(create_app(db_only_settings(database_url))):
         yield c
 
 
@@ -647,7 +634,7 @@ async def test_health_degraded_when_the_oldest_event_is_too_old_but_still_200(
 
 
 async def test_health_threshold_comes_from_settings(database_url: str) -> None:
-    app = create_app(make_settings(database_url, degraded_after_seconds=0))
+    app = create_app(db_only_settings(database_url, degraded_after_seconds=0))
     async for client in _client(app):
         assert (await client.post("/api/flights", json=PARIS_LONDON)).status_code == 201
         deadline = time.monotonic() + 5
@@ -724,7 +711,7 @@ async def test_health_details_only_for_local_clients(
         monkeypatch.delenv("TXOUTBOX_HEALTH_DETAIL", raising=False)
     else:
         monkeypatch.setenv("TXOUTBOX_HEALTH_DETAIL", mode)
-    body = await _health_as(create_app(make_settings(database_url)), client_ip)
+    body = await _health_as(create_app(db_only_settings(database_url)), client_ip)
     assert (body["status"], body["outbox"]["circuit"], body["outbox"]["relays"]) == ("degraded", "open", 1)
     if detailed:
         assert any(ARN in reason for reason in body["reasons"])
@@ -740,7 +727,7 @@ def test_bad_health_detail_setting_is_refused(database_url: str, monkeypatch: py
     with pytest.raises(
         ConfigurationError, match="TXOUTBOX_HEALTH_DETAIL must be one of loopback, always, never"
     ):
-        create_app(make_settings(database_url))
+        create_app(db_only_settings(database_url))
 
 
 async def test_health_degraded_with_dead_letters(
@@ -761,7 +748,7 @@ async def test_health_degraded_with_dead_letters(
 def test_read_health_sync_matches_the_endpoint_shape(
     conn: psycopg.Connection[Any], database_url: str
 ) -> None:
-    body = read_health_sync(conn, make_settings(database_url))
+    body = read_health_sync(conn, db_only_settings(database_url))
     assert body["status"] == "ok"
     assert set(body["outbox"]) == {
         "backlog",
@@ -797,7 +784,7 @@ async def test_database_unreachable_is_503_and_recovers(
     # shorter waits than production's 3 s (health) and 5 s (a pooled connection): a quick test
     monkeypatch.setattr(flights_routes, "HEALTH_TIMEOUT_SECONDS", 1.0)
     monkeypatch.setattr(flights_db, "POOL_WAIT_SECONDS", 1.0)
-    async for client in _client(create_app(make_settings(database_url))):
+    async for client in _client(create_app(db_only_settings(database_url))):
         await _database_unreachable_is_503_and_recovers(client, database_url, postgres)
 
 

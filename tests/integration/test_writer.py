@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.orm import Session
 
+from tests.helpers import write_in_thread
 from txoutbox import Event, InvalidEventError, TxOutboxError, add_event, add_event_async, add_events
 
 EVENT_COLUMNS = (
@@ -106,15 +107,7 @@ def test_writers_of_one_aggregate_commit_in_id_order(
     """The second writer of an aggregate waits for the first: ids follow commit order (the relay's order)."""
     first = psycopg.connect(database_url)
     add_event(first, Event("Order", "same", "First", {}))  # holds the aggregate's lock until commit
-    done = threading.Event()
-
-    def second_writer() -> None:
-        with psycopg.connect(database_url) as second:
-            add_event(second, Event("Order", "same", "Second", {}))
-        done.set()
-
-    thread = threading.Thread(target=second_writer)
-    thread.start()
+    thread, done = write_in_thread(database_url, "same", "Second")
     assert not done.wait(0.5), "the second writer of the aggregate did not wait for the first"
     first.commit()
     first.close()

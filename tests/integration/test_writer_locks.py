@@ -8,7 +8,7 @@ from typing import Any
 
 import psycopg
 
-from tests.helpers import db_only_settings
+from tests.helpers import db_only_settings, write_event, write_in_thread
 from txoutbox import Event, add_event, queries
 from txoutbox.relay.store import RelayStore, prune_aggregate_locks
 
@@ -19,31 +19,12 @@ def _locks(conn: psycopg.Connection[Any]) -> list[str]:
     return [row[0] for row in conn.execute(LOCKS).fetchall()]
 
 
-def _write(database_url: str, aggregate: str, event_type: str = "E") -> None:
-    with psycopg.connect(database_url) as c:
-        add_event(c, Event("Order", aggregate, event_type, {}))
-
-
 def _prune(database_url: str) -> int:
     async def run() -> int:
         async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as c:
             return await prune_aggregate_locks(c)
 
     return asyncio.run(run())
-
-
-def _writer_thread(
-    database_url: str, aggregate: str, event_type: str
-) -> tuple[threading.Thread, threading.Event]:
-    done = threading.Event()
-
-    def write() -> None:
-        _write(database_url, aggregate, event_type)
-        done.set()
-
-    thread = threading.Thread(target=write)
-    thread.start()
-    return thread, done
 
 
 def _order(conn: psycopg.Connection[Any], aggregate: str) -> list[str]:
@@ -58,7 +39,7 @@ async def test_relay_heartbeat_prunes_the_lock_rows_nobody_holds(
 ) -> None:
     """Writers leave their lock rows behind; the relay's heartbeat deletes all but the held ones."""
     for aggregate in ("a", "b", "c"):
-        _write(database_url, aggregate)
+        write_event(database_url, aggregate)
     assert _locks(conn) == ["a", "b", "c"]  # left behind by the committed writers
     holder = psycopg.connect(database_url)
     try:
@@ -85,12 +66,12 @@ def test_a_writer_of_a_left_behind_row_waits_for_its_holder_across_a_prune(
 ) -> None:
     """The lock of a row left behind (ON CONFLICT ... WHERE false) serialises writers like a new row's,
     and a prune skips it while it is held."""
-    _write(database_url, "same", "Zero")  # leaves the row behind
+    write_event(database_url, "same", "Zero")  # leaves the row behind
     first = psycopg.connect(database_url)
     try:
         add_event(first, Event("Order", "same", "First", {}))  # locks the left-behind row
         assert _prune(database_url) == 0  # held: skipped, not deleted
-        thread, done = _writer_thread(database_url, "same", "Second")
+        thread, done = write_in_thread(database_url, "same", "Second")
         assert not done.wait(0.5), "the second writer of the aggregate did not wait for the first"
         first.commit()
     finally:
@@ -105,7 +86,7 @@ def test_writers_racing_a_prune_of_their_row_still_commit_in_id_order(
 ) -> None:
     """A writer that comes for a row being pruned waits for the prune, then takes a fresh row, which the
     next writer of the aggregate waits on."""
-    _write(database_url, "same", "Zero")
+    write_event(database_url, "same", "Zero")
     pruner = psycopg.connect(database_url)
     first = psycopg.connect(database_url)
     try:
@@ -123,7 +104,7 @@ def test_writers_racing_a_prune_of_their_row_still_commit_in_id_order(
         pruner.commit()
         thread.join(10)
         assert first_done.is_set()  # it inserted a fresh row, and holds it
-        second, second_done = _writer_thread(database_url, "same", "Second")
+        second, second_done = write_in_thread(database_url, "same", "Second")
         assert not second_done.wait(0.5), "the second writer did not wait for the first's fresh row"
         first.commit()
         second.join(10)

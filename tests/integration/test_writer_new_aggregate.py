@@ -10,7 +10,8 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from flights.app import create_app
-from tests.integration.test_flights_api import PARIS_LONDON, make_settings
+from tests.helpers import db_only_settings
+from tests.integration.test_flights_api import PARIS_LONDON
 from txoutbox import Event, add_event, add_event_async, add_events
 
 LOCKS = "SELECT aggregate_id FROM txoutbox.aggregate_locks ORDER BY aggregate_id"
@@ -59,7 +60,7 @@ async def test_a_later_writer_of_the_aggregate_takes_the_lock_and_comes_after(
 
 
 async def test_a_booking_takes_no_aggregate_lock(database_url: str, conn: psycopg.Connection[Any]) -> None:
-    app = create_app(make_settings(database_url))
+    app = create_app(db_only_settings(database_url))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://flights.test") as client:
