@@ -20,6 +20,7 @@ import psycopg
 
 from devstack.postgres import LocalPostgres
 from devstack.process import Child as ProcessChild
+from devstack.process import children
 from devstack.sqs import FauxqsProcess, Queues, ensure_queues, free_port, sqs_client
 from txoutbox.config import DEFAULT_REGION
 from txoutbox.migrate import apply_migrations, resolve_components
@@ -252,17 +253,6 @@ def percentile(values: list[float], p: float) -> float:
     lo = int(k)
     hi = min(lo + 1, len(s) - 1)
     return s[lo] + (s[hi] - s[lo]) * (k - lo)
-
-
-def children(pid: int) -> list[int]:
-    """The direct children of a process (PostgreSQL's backends are children of the postmaster)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, IndexError):
-                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                    found.append(int(entry.name))
-    return found
 
 
 class TreeCpu:

@@ -8,6 +8,7 @@ import dataclasses
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -18,6 +19,19 @@ from txoutbox.config import DEFAULT_REGION, RelaySettings, Settings
 from txoutbox.publishers import Publisher
 from txoutbox.publishers.sqs import SqsPublisher
 from txoutbox.relay import Relay
+
+
+def tcp_sockets(port: int, state: str) -> list[tuple[str, str]]:
+    """(local address, socket inode) of every TCP socket on local `port` in `state` (the kernel's code:
+    01 established, 0A listening), from /proc/net/tcp and tcp6."""
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            address, port_hex = fields[1].rsplit(":", 1)
+            if fields[3] == state and int(port_hex, 16) == port:
+                found.append((address, fields[9]))
+    return found
 
 
 def db_only_settings(database_url: str, **relay: Any) -> Settings:

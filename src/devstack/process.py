@@ -130,6 +130,18 @@ class Child:
         return self.proc.returncode
 
 
+def children(pid: int) -> list[int]:
+    """The direct children of a process, from /proc (PostgreSQL's backends are children of the
+    postmaster)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError):
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry.name))
+    return found
+
+
 def txoutbox_command(*args: str) -> list[str]:
     """The command line of `txoutbox ARGS` run by this interpreter."""
     return [sys.executable, "-m", "txoutbox", *args]

@@ -13,39 +13,27 @@ from typing import Any
 import httpx
 import pytest
 
+from devstack.process import children
 from devstack.sqs import free_port
-from tests.helpers import poll, start_service
+from tests.helpers import poll, start_service, tcp_sockets
 from txoutbox.config import Settings
-
-
-def _children(pid: int) -> list[int]:
-    """Live (not zombie) child processes of `pid`, from /proc."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            state, ppid = stat.rsplit(")", 1)[1].split()[:2]
-            if int(ppid) == pid and state != "Z":
-                found.append(int(entry.name))
-    return found
+from txoutbox.processes import process_alive
 
 
 def _workers(server: Any) -> list[int]:
+    """The supervisor's live worker processes (not multiprocessing's resource tracker)."""
+
     def is_worker(pid: int) -> bool:
         try:
             return b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
             return False
 
-    return [pid for pid in _children(server.pid) if is_worker(pid)]
+    return [pid for pid in children(server.pid) if process_alive(pid) and is_worker(pid)]
 
 
 def _connections_held(pid: int, port: int, state: str = "01") -> int:
-    """TCP sockets on local `port` in `state` (01 established, 0A listening) that `pid` holds (/proc/net/tcp
-    and its fds)."""
+    """TCP sockets on local `port` in `state` (01 established, 0A listening) that `pid` holds (its fds)."""
     inodes = set()
     for fd in Path(f"/proc/{pid}/fd").iterdir():
         try:
@@ -54,21 +42,7 @@ def _connections_held(pid: int, port: int, state: str = "01") -> int:
             continue
         if target.startswith("socket:["):
             inodes.add(target[8:-1])
-    held = 0
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        local_port = int(fields[1].split(":")[1], 16)
-        if local_port == port and fields[3] == state and fields[9] in inodes:
-            held += 1
-    return held
-
-
-def _running(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    return sum(1 for _, inode in tcp_sockets(port, state) if inode in inodes)
 
 
 @pytest.fixture
@@ -88,7 +62,7 @@ def api(settings: Settings, tmp_path: Any) -> Iterator[tuple[Any, int]]:
             server.kill()
             server.wait(10)
         for pid in workers:  # a killed supervisor leaves its workers behind
-            if _running(pid):
+            if process_alive(pid):
                 os.kill(pid, signal.SIGKILL)
 
 
@@ -126,5 +100,5 @@ def test_a_dead_worker_is_replaced_and_sigterm_stops_them_all(api: tuple[Any, in
     workers = _workers(server)
     server.send_signal(signal.SIGTERM)
     assert server.wait(30) == 0
-    assert poll(lambda: not any(_running(pid) for pid in workers), 10)
+    assert poll(lambda: not any(process_alive(pid) for pid in workers), 10)
     assert not _answers(port)

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from devstack.sqs import FauxqsProcess, Queues, ensure_queues, free_port, set_fault, sqs_client
-from tests.helpers import poll
+from tests.helpers import poll, tcp_sockets
 from txoutbox.config import DEFAULT_REGION
 
 
@@ -127,14 +127,7 @@ def test_in_memory_without_a_data_dir(tmp_path: Path) -> None:
 
 def _listening(port: int) -> set[str]:
     """The local addresses with a listening TCP socket on `port` (from the kernel's tables)."""
-    found = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            address, port_hex = fields[1].rsplit(":", 1)
-            if fields[3] == "0A" and int(port_hex, 16) == port:  # 0A: LISTEN
-                found.add(address)
-    return found
+    return {address for address, _ in tcp_sockets(port, "0A")}  # 0A: LISTEN
 
 
 def test_listens_on_loopback_only(fauxqs: FauxqsProcess) -> None:
