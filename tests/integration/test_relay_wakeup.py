@@ -278,14 +278,7 @@ async def test_a_slow_full_rescan_postpones_the_next_one_by_its_cost(database_ur
     # bench's pinned drain those rescans cost the relay a quarter of its speed. The next one waits
     # RESCAN_COST_RATIO times as long as the last took (here the floor, rescan_seconds, is 0: unfixed,
     # every claim was a full rescan).
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(
-            """
-            INSERT INTO txoutbox.outbox (event_id, aggregate_type, aggregate_id, event_type, payload)
-            SELECT gen_random_uuid(), 'Flight', n::text, 'FlightBooked', jsonb_build_object('n', n)
-            FROM generate_series(1, 30000) AS n
-            """
-        )
+    _seed_distinct(database_url, 30_000)
     holder = psycopg.connect(database_url)
     try:
         holder.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
