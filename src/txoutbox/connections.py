@@ -101,19 +101,19 @@ async def open_pool(
     max_size: int,
     name: str,
     timeouts: DbTimeouts | None = None,
-    planner: Mapping[str, str] | None = None,
+    settings: Mapping[str, str] | None = None,
     min_size: int = 1,
 ) -> AsyncConnectionPool[Any]:
     """An autocommit pool, opened without waiting: a database that is down at start-up is retried later.
     Its connections are bounded by `timeouts` (default: DbTimeouts.from_env()).
 
-    `planner`: planner settings of every session of the pool (`-c name=value`; why the relay sets some:
-    txoutbox.relay.store.CLAIM_PLANNER_SETTINGS)."""
+    `settings`: settings of every session of the pool (`-c name=value`; why the relay sets some:
+    txoutbox.relay.store.SESSION_SETTINGS)."""
     conninfo = (timeouts or DbTimeouts.from_env()).apply(conninfo)
-    if planner:
+    if settings:
         options = str(conninfo_to_dict(conninfo).get("options") or "")
-        settings = " ".join(f"-c {name}={value}" for name, value in planner.items())
-        conninfo = make_conninfo(conninfo, options=f"{options} {settings}".strip())
+        extra = " ".join(f"-c {name}={value}" for name, value in settings.items())
+        conninfo = make_conninfo(conninfo, options=f"{options} {extra}".strip())
     pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
         conninfo,
         min_size=min_size,

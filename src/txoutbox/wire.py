@@ -129,7 +129,8 @@ def encode_envelope(
             "eventType": event_type,
             "aggregateType": aggregate_type,
             "aggregateId": aggregate_id,
-            "occurredAt": occurred_at.astimezone(dt.UTC),
+            # The relay's sessions hand timestamps over in UTC already (relay.store.SESSION_SETTINGS).
+            "occurredAt": occurred_at if occurred_at.tzinfo is dt.UTC else occurred_at.astimezone(dt.UTC),
             "data": orjson.Fragment(payload_json),
         },
         option=orjson.OPT_UTC_Z,
